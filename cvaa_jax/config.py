@@ -1,0 +1,133 @@
+"""The config schema: every field a run reads, its default, and its validation.
+
+`base_config()` is the single source of truth for which fields exist. Experiment files in `configs/`
+start from it and change values; `validate()` then rejects a field the schema does not know (a typo in
+a config file or an override), a value of the wrong type, or one out of range, with one message naming
+the field and the fix. Library code takes plain typed arguments: sections are splatted into
+constructors, never passed down as ConfigDicts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from cvaa_jax.errors import ConfigError
+
+DATA_SOURCES = ("phantom", "ct_dir")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """All fields with the paper's values (lumbar setup) as defaults."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = "phantom"  # 'phantom': procedural lumbar CTs; 'ct_dir': a folder of the user's CTs.
+  c.data.ct_dir = ""  # .nii/.nii.gz files and/or DICOM series folders (one case each).
+  c.data.num_phantoms = 32  # cases generated when source == 'phantom'.
+  c.data.phantom_implant_prob = 0.4  # share of phantoms with pedicle screws.
+  c.data.spacing_mm = 2.0  # isotropic voxel size of the model grid.
+  c.data.size = 128  # model grid is size^3 voxels.
+  c.data.hu_min = -1000.0  # HU window, mapped to [0, 1] ...
+  c.data.hu_max = 4096.0  # ... with metal (screws) kept up to the top.
+  c.data.body_threshold_hu = -400.0  # body mask for centring the crop.
+  c.data.split = (0.8, 0.1, 0.1)  # train / val / test shares, by patient.
+  c.data.check_hu = True  # reject volumes that do not look like HU.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 4
+  c.train.num_epochs = 200
+  c.train.learning_rate = 2e-4
+  c.train.b1 = 0.5
+  c.train.b2 = 0.99
+
+  c.preview = True  # write mid-slice PNGs of the prepared data.
+  return c
+
+
+def _walk(cfg: ml_collections.ConfigDict, prefix: str = ""):
+  for key, value in cfg.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _walk(value, name + ".")
+    else:
+      yield name, value
+
+
+def _is_type(value: Any, reference: Any) -> bool:
+  if isinstance(reference, bool):
+    return isinstance(value, bool)
+  if isinstance(reference, float):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if isinstance(reference, int):
+    return isinstance(value, int) and not isinstance(value, bool)
+  if isinstance(reference, (tuple, list)):
+    return isinstance(value, (tuple, list))
+  return isinstance(value, type(reference))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks `cfg` against `base_config()`: known fields, types, ranges, paths. Returns `cfg`."""
+  reference = dict(_walk(base_config()))
+  given = dict(_walk(cfg))
+  for name, value in given.items():
+    if name not in reference:
+      close = difflib.get_close_matches(name, reference, n=1)
+      hint = f"did you mean config.{close[0]}?" if close else "remove it or see cvaa_jax/config.py."
+      raise ConfigError(f"config.{name}: unknown field; {hint}")
+    if not _is_type(value, reference[name]):
+      raise ConfigError(f"config.{name}: expected {type(reference[name]).__name__}, got "
+                        f"{value!r} ({type(value).__name__}); set --config.{name}=<value>.")
+  missing = sorted(set(reference) - set(given))
+  if missing:
+    raise ConfigError(f"config.{missing[0]}: missing; build configs from "
+                      "cvaa_jax.config.base_config().")
+
+  def positive(name):
+    if not given[name] > 0:
+      raise ConfigError(f"config.{name}: must be > 0, got {given[name]!r}.")
+
+  for name in ("data.spacing_mm", "data.size", "data.num_phantoms", "train.batch_size",
+               "train.num_epochs", "train.learning_rate"):
+    positive(name)
+  d = cfg.data
+  if d.source not in DATA_SOURCES:
+    raise ConfigError(f"config.data.source: {d.source!r} is not one of {DATA_SOURCES}.")
+  if d.hu_max <= d.hu_min:
+    raise ConfigError(f"config.data.hu_max ({d.hu_max}) must exceed config.data.hu_min "
+                      f"({d.hu_min}).")
+  if not 0 <= d.phantom_implant_prob <= 1:
+    raise ConfigError("config.data.phantom_implant_prob: must lie in [0, 1].")
+  if len(d.split) != 3 or any(s < 0 for s in d.split) or abs(sum(d.split) - 1) > 1e-6:
+    raise ConfigError(f"config.data.split: need three non-negative shares summing to 1 "
+                      f"(train, val, test), got {tuple(d.split)}.")
+  if d.source == "ct_dir":
+    if not d.ct_dir:
+      raise ConfigError("config.data.ct_dir: empty; set --config.data.ct_dir=/path/to/cts (a folder "
+                        "of .nii/.nii.gz files or DICOM series folders).")
+    if not pathlib.Path(d.ct_dir).expanduser().is_dir():
+      raise ConfigError(f"config.data.ct_dir: folder {d.ct_dir} not found; set "
+                        "--config.data.ct_dir to an existing folder of CTs.")
+  for name in ("train.b1", "train.b2"):
+    if not 0 <= given[name] < 1:
+      raise ConfigError(f"config.{name}: Adam beta must lie in [0, 1), got {given[name]}.")
+  return cfg
+
+
+def prepare_workdir(workdir: str | os.PathLike) -> pathlib.Path:
+  """Creates `workdir` and proves it writable, or raises a one-line ConfigError naming it."""
+  path = pathlib.Path(workdir).expanduser()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir}: not writable ({e.strerror or e}); choose a folder you "
+                      "can write to.") from None
+  return path

@@ -1,0 +1,1 @@
+"""CT volumes: loading, preprocessing, writing, and the procedural lumbar phantoms."""

@@ -1,0 +1,145 @@
+"""Preparing a dataset once: the deterministic prefix (load -> orient -> resample -> window -> crop)
+applied to every case and cached on disk, plus a seeded split by patient.
+
+Layout under `<workdir>/data/`:
+  index.json        data config, per-case source, preprocessing history, split and HU statistics
+  cases/<id>.npy    float32 (S, S, S) volume in [0, 1], RAS, on the model grid
+  cases/<id>.json   the case's affine (model grid -> world, RAS mm) and history
+
+A second run with the same data config reuses the cache; a changed config rebuilds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from cvaa_jax.data import io, phantom, transforms
+from cvaa_jax.data.volume import Volume
+from cvaa_jax.errors import InputError
+
+INDEX = "index.json"
+CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  case_id: str
+  split: str  # 'train' | 'val' | 'test'
+  path: pathlib.Path  # the cached .npy
+  affine: np.ndarray  # (4, 4) model grid -> world
+  source: str
+
+  def load(self) -> np.ndarray:
+    return np.load(self.path, mmap_mode="r")
+
+
+def _fingerprint(data_cfg: Mapping[str, Any]) -> str:
+  blob = json.dumps({"v": CACHE_VERSION, **data_cfg}, sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_cases(case_ids: Sequence[str], shares: Sequence[float], seed: int) -> dict[str, str]:
+  """Seeded patient-level split into train/val/test; every split with a non-zero share gets a case
+  when there are enough cases (train first)."""
+  ids = sorted(case_ids)
+  order = np.random.default_rng(seed).permutation(len(ids))
+  n = len(ids)
+  n_val = int(round(shares[1] * n))
+  n_test = int(round(shares[2] * n))
+  if n >= 3:
+    n_val = max(n_val, 1 if shares[1] > 0 else 0)
+    n_test = max(n_test, 1 if shares[2] > 0 else 0)
+  n_train = max(0, n - n_val - n_test)
+  names = ["train"] * n_train + ["val"] * n_val + ["test"] * (n - n_train - n_val)
+  return {ids[i]: names[rank] for rank, i in enumerate(order)}
+
+
+def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
+  """Yields (case_id, source description, loader) for every case of the configured source."""
+  if data_cfg["source"] == "phantom":
+    size, sp = int(data_cfg["size"]), float(data_cfg["spacing_mm"])
+    rng = np.random.default_rng(seed)
+    for i in range(int(data_cfg["num_phantoms"])):
+      implants = bool(rng.random() < data_cfg["phantom_implant_prob"])
+      case_seed = seed * 100_003 + i
+      yield (f"phantom_{i:04d}", f"lumbar_phantom(seed={case_seed})",
+             lambda s=case_seed, m=implants: phantom.lumbar_phantom(
+                 s, shape=(size,) * 3, spacing_mm=sp, implants=m).volume)
+  else:
+    for p in io.list_ct_files(data_cfg["ct_dir"]):
+      name = p.name.replace(".nii.gz", "").replace(".nii", "")
+      yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"])
+
+
+def preprocess_volume(vol: Volume, data_cfg: Mapping[str, Any]) -> Volume:
+  size = int(data_cfg["size"])
+  return transforms.preprocess(vol, spacing_mm=float(data_cfg["spacing_mm"]),
+                               size=(size,) * 3, hu_min=float(data_cfg["hu_min"]),
+                               hu_max=float(data_cfg["hu_max"]),
+                               body_threshold_hu=float(data_cfg["body_threshold_hu"]))
+
+
+def _atomic_save(path: pathlib.Path, writer) -> None:
+  tmp = path.with_name(path.name + ".partial")
+  with open(tmp, "wb") as f:
+    writer(f)
+  os.replace(tmp, path)
+
+
+def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int = 0,
+            log=print) -> list[Case]:
+  """Runs the deterministic prefix on every case (or reuses the cache) and returns the cases."""
+  data_cfg = dict(data_cfg)
+  data_cfg["split"] = list(data_cfg["split"])
+  out = pathlib.Path(out_dir)
+  cases_dir = out / "cases"
+  cases_dir.mkdir(parents=True, exist_ok=True)
+  fp = _fingerprint({**data_cfg, "seed": seed})
+  index_path = out / INDEX
+  if index_path.exists():
+    index = json.loads(index_path.read_text())
+    if index.get("fingerprint") == fp and all((cases_dir / f"{c}.npy").exists()
+                                              for c in index["cases"]):
+      log(f"data: reusing cache {index_path} ({len(index['cases'])} cases)")
+      return load_index(out)
+  entries = {}
+  for case_id, source, load in _case_volumes(data_cfg, seed):
+    cached = cases_dir / f"{case_id}.npy"
+    vol = preprocess_volume(load(), data_cfg)
+    _atomic_save(cached, lambda f, a=vol.array: np.save(f, a.astype(np.float32)))
+    meta = {"affine": vol.affine.tolist(), "history": list(vol.history), "source": source}
+    (cases_dir / f"{case_id}.json").write_text(json.dumps(meta, indent=1))
+    entries[case_id] = {"source": source, "mean": float(vol.array.mean()),
+                        "max": float(vol.array.max())}
+    log(f"data: {case_id} <- {source}: {vol.shape}, mean {entries[case_id]['mean']:.4f}")
+  if not entries:
+    raise InputError(f"{data_cfg.get('ct_dir') or 'data'}: no cases to prepare.")
+  split = split_cases(list(entries), data_cfg["split"], seed)
+  for case_id in entries:
+    entries[case_id]["split"] = split[case_id]
+  index = {"fingerprint": fp, "data": data_cfg, "seed": seed, "cases": entries}
+  _atomic_save(index_path, lambda f: f.write(json.dumps(index, indent=1).encode()))
+  return load_index(out)
+
+
+def load_index(out_dir: str | os.PathLike) -> list[Case]:
+  """The cases of a prepared dataset, in sorted order, with their split."""
+  out = pathlib.Path(out_dir)
+  index_path = out / INDEX
+  if not index_path.exists():
+    raise InputError(f"{index_path}: no prepared dataset here; run launch.py with this workdir "
+                     "first.")
+  index = json.loads(index_path.read_text())
+  cases = []
+  for case_id, entry in sorted(index["cases"].items()):
+    meta = json.loads((out / "cases" / f"{case_id}.json").read_text())
+    cases.append(Case(case_id, entry["split"], out / "cases" / f"{case_id}.npy",
+                      np.asarray(meta["affine"]), entry["source"]))
+  return cases

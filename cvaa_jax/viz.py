@@ -1,0 +1,56 @@
+"""Figures: mid-slice views of volumes (axial, coronal, sagittal), for previews and the paper's Fig. 2."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def mid_slices(volume: np.ndarray) -> dict[str, np.ndarray]:
+  """Mid axial, coronal and sagittal slices of a RAS (X, Y, Z) volume, oriented for display.
+
+  Displayed radiologically: axial with anterior up and patient's right on the image left; coronal and
+  sagittal with superior up (coronal: right on the left; sagittal: anterior on the left).
+  """
+  x, y, z = (s // 2 for s in volume.shape)
+  return {
+      "axial": np.flipud(volume[::-1, :, z].T),
+      "coronal": np.flipud(volume[::-1, y, :].T),
+      "sagittal": np.flipud(volume[x, ::-1, :].T),
+  }
+
+
+def save_slices_png(volumes: Mapping[str, np.ndarray], path: str | pathlib.Path,
+                    vmin: float = 0.0, vmax: float = 1.0, views: Sequence[str] = ("axial",
+                                                                                   "coronal",
+                                                                                   "sagittal"),
+                    title: str | None = None) -> pathlib.Path:
+  """One row per view, one column per named volume, in a grey window [vmin, vmax]."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  names = list(volumes)
+  fig, axes = plt.subplots(len(views), len(names), figsize=(2.6 * len(names), 2.6 * len(views)),
+                           squeeze=False)
+  for col, name in enumerate(names):
+    slices = mid_slices(np.asarray(volumes[name], dtype=np.float32))
+    for row, view in enumerate(views):
+      ax = axes[row, col]
+      ax.imshow(slices[view], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if row == 0:
+        ax.set_title(name, fontsize=9)
+      if col == 0:
+        ax.set_ylabel(view, fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

@@ -1,0 +1,54 @@
+"""Runs a cvaa_jax experiment: `python launch.py --config=configs/demo.py --workdir=runs/demo`.
+
+Everything but the working directory is config; override any field with `--config.a.b=value`.
+Problems the user can fix (a typo in a field, a missing data folder, an unwritable workdir) end the
+run with one line naming the field or path and the fix.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from cvaa_jax import errors, run as run_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, "
+                                          "optionally file.py:variant).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Folder for the prepared data, "
+                               "checkpoints, logs and results.")
+
+
+def _fail(message: str) -> None:
+  print("error: " + " ".join(message.split()), file=sys.stderr)  # always one line
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's parser, but a bad override is one line, not a traceback from ml_collections."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'")
+    _fail(f"bad --config override: {text}")
+
+
+def main(argv):
+  del argv
+  if _CONFIG.value is None:
+    _fail("--config is required, e.g. --config=configs/demo.py")
+  try:
+    config = _CONFIG.value
+    config.keys()  # a config file that failed to load raises here
+  except Exception as e:  # pylint: disable=broad-except
+    _fail(f"--config: cannot load the config file ({type(e).__name__}: {e}); check the path.")
+  try:
+    summary = run_lib.run(config, _WORKDIR.value)
+  except errors.CvaaError as e:
+    _fail(str(e))
+  logging.info("done: %s", summary)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

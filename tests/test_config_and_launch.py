@@ -1,0 +1,97 @@
+"""Config validation and the launcher: one clear line for every user mistake, and a real tiny run."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from cvaa_jax import config as config_lib
+from cvaa_jax.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def _tiny():
+  sys.path.insert(0, str(ROOT))
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  return lumbar.get_config("tiny")
+
+
+def test_paper_config_holds_the_papers_values():
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  c = lumbar.get_config()
+  assert (c.data.spacing_mm, c.data.size, c.data.hu_min, c.data.hu_max) == (2.0, 128, -1000, 4096)
+  assert (c.train.batch_size, c.train.num_epochs, c.train.learning_rate) == (4, 200, 2e-4)
+  assert (c.train.b1, c.train.b2) == (0.5, 0.99)
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda c: c["data"].update(sise=3), r"config.data.sise: unknown field; did you mean "
+                                          r"config.data.size"),
+    (lambda c: c["data"].update(source="folder"), "config.data.source"),
+    (lambda c: c.update(seed="zero"), "config.seed: expected int"),
+    (lambda c: c["data"].update(size=16.5), "config.data.size: expected int"),
+    (lambda c: c["data"].update(size=-4), "config.data.size: must be > 0"),
+    (lambda c: c["data"].update(split=(0.5, 0.5, 0.5)), "config.data.split"),
+    (lambda c: c["data"].update(source="ct_dir", ct_dir="/no/such/dir"), "/no/such/dir"),
+    (lambda c: c["data"].update(source="ct_dir", ct_dir=""), "config.data.ct_dir: empty"),
+    (lambda c: c["data"].pop("size"), "config.data.size: missing"),
+])
+def test_validate_names_the_field(mutate, match):
+  raw = _tiny().to_dict()
+  mutate(raw)
+  with pytest.raises(ConfigError, match=match):
+    config_lib.validate(ml_collections.ConfigDict(raw))
+
+
+def test_unwritable_workdir_is_named(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  with pytest.raises(ConfigError, match="not writable"):
+    config_lib.prepare_workdir(blocker / "w")
+
+
+def _launch(*args, cwd=ROOT):
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config=configs/lumbar.py:tiny", "--config.data.sise=3"], "sise"),
+    (["--config=configs/lumbar.py:tiny", "--config.data.size=abc"], "config.data.size"),
+    (["--config=configs/lumbar.py"], "config.data.ct_dir: empty"),
+    (["--config=configs/lumbar.py", "--config.data.ct_dir=/nope"], "/nope"),
+    (["--config=configs/nothere.py"], "nothere.py"),
+    ([], "--config is required"),
+])
+def test_launch_fails_with_one_clear_line(tmp_path, args, match):
+  r = _launch(*args, f"--workdir={tmp_path / 'w'}")
+  assert r.returncode == 2, r.stderr[-2000:]
+  err = r.stderr.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error:") and match in err[0], r.stderr[-2000:]
+
+
+def test_launch_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={blocker}/w")
+  assert r.returncode == 2 and "not writable" in r.stderr
+
+
+def test_launch_tiny_prepares_data_and_reuses_the_cache(tmp_path):
+  work = tmp_path / "w"
+  r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={work}", "--config.preview=True")
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((work / "summary.json").read_text())
+  assert summary["cases"] == 4 and sum(summary["split"].values()) == 4
+  assert (work / "preview" / "data.png").stat().st_size > 1000
+  index = json.loads((work / "data" / "index.json").read_text())
+  assert {e["split"] for e in index["cases"].values()} == {"train", "val", "test"}
+  config = json.loads((work / "config.json").read_text())
+  assert config["data"]["size"] == 16
+  r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={work}")
+  assert r.returncode == 0 and "reusing cache" in r.stderr
