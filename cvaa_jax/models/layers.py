@@ -83,15 +83,16 @@ class UpConv3D(nnx.Module):
   """
 
   def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs):
-    self.dense = nnx.Linear(in_ch, 8 * out_ch, rngs=rngs,
+    self.dense = nnx.Linear(in_ch, 8 * out_ch, use_bias=False, rngs=rngs,
                             kernel_init=jax.nn.initializers.he_normal())
+    self.bias = nnx.Param(jnp.zeros((out_ch,)))
     self.out_ch = out_ch
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, nx, ny, nz, _ = x.shape
     y = self.dense(x).reshape(b, nx, ny, nz, 2, 2, 2, self.out_ch)
     y = y.transpose(0, 1, 4, 2, 5, 3, 6, 7)
-    return y.reshape(b, 2 * nx, 2 * ny, 2 * nz, self.out_ch)
+    return y.reshape(b, 2 * nx, 2 * ny, 2 * nz, self.out_ch) + self.bias[...].astype(x.dtype)
 
 
 class InstanceNorm(nnx.Module):

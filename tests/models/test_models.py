@@ -1,0 +1,170 @@
+"""Models: shapes and ranges, attention maps, gradient flow, layer numerics, geometric alignment."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cvaa_jax import drr, models
+from cvaa_jax.models import layers, projection
+
+TINY = dict(levels=2, base_channels=8, max_channels=16, base_channels_3d=4, max_channels_3d=8,
+            growth_rate=4, dense_layers=2, attn_kernel=3)
+
+
+def _cfg(size=16, **kw):
+  return models.GeneratorConfig(size=size, **{**TINY, **kw})
+
+
+def _inputs(size, batch=2, seed=0):
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  return jax.random.uniform(k1, (batch, size, size)), jax.random.uniform(k2, (batch, size, size))
+
+
+CASES = [("cvaa_gan", {"fusion": f}) for f in ("add", "concat", "vaa", "cvaa")] + \
+    [(name, {}) for name in ("x2ct_gan", "3dcnn", "psr")]
+_BUILT = {}
+
+
+def _built(name, size=16, **kw):
+  """(model, jitted forward) per configuration, built once per test process."""
+  key = (name, size, tuple(sorted(kw.items())))
+  if key not in _BUILT:
+    g = models.create(models.generator_ctor(name, _cfg(size, **kw)))
+    graphdef, state = nnx.split(g)
+    fwd = jax.jit(lambda s, a, b: nnx.merge(graphdef, s)(a, b))
+    _BUILT[key] = (g, lambda a, b: fwd(state, a, b))
+  return _BUILT[key]
+
+
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{k.get('fusion', '')}" for n, k in CASES])
+def test_every_model_maps_two_views_to_a_unit_volume(name, kw):
+  _, fwd = _built(name, 16, **kw)
+  f, l = _inputs(16)
+  out, aux = fwd(f, l)
+  assert out.shape == (2, 16, 16, 16) and out.dtype == jnp.float32
+  assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+  assert np.isfinite(np.asarray(out)).all()
+  if kw.get("fusion") in ("vaa", "cvaa"):
+    for lvl, s in ((0, 16), (1, 8)):
+      w = np.asarray(aux[f"vaa/level{lvl}"])
+      assert w.shape == (2, s, s, s, 2)
+      np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+      assert w.min() > 0
+    if kw["fusion"] == "cvaa":
+      gate = np.asarray(aux["fd/level0"])
+      assert gate.min() > 0 and gate.max() < 1
+    else:
+      assert not any(k.startswith("fd/") for k in aux)
+  else:
+    assert aux == {}
+
+
+def test_psr_is_single_view_and_others_use_both_views():
+  f, l = _inputs(16)
+  for name, kw, uses_lateral in (("psr", {}, False), ("cvaa_gan", {"fusion": "cvaa"}, True)):
+    _, fwd = _built(name, 16, **kw)
+    a = fwd(f, l)[0]
+    b = fwd(f, l[::-1])[0]
+    assert bool(jnp.any(jnp.abs(a - b) > 1e-6)) == uses_lateral, name
+
+
+def test_larger_size_and_discriminator_patch_map():
+  cfg = _cfg(32)
+  g = models.create(models.generator_ctor("cvaa_gan", cfg))
+  f, l = _inputs(32, batch=1)
+  out, _ = jax.jit(lambda a, b: g(a, b))(f, l)
+  assert out.shape == (1, 32, 32, 32)
+  d = models.create(models.discriminator_ctor(cfg, base_channels=4, n_layers=2))
+  assert jax.jit(lambda a, b, v: d(a, b, v))(f, l, out).shape == (1, 8, 8, 8)
+
+
+def test_add_fusion_has_no_attention_parameters():
+  add = _built("cvaa_gan", 16, fusion="add")[0]
+  cvaa = _built("cvaa_gan", 16, fusion="cvaa")[0]
+  paths = lambda m: {"/".join(str(getattr(k, "key", k)) for k in p)
+                     for p, _ in jax.tree_util.tree_flatten_with_path(nnx.state(m, nnx.Param))[0]}
+  assert not any(p.startswith("fusions") for p in paths(add))
+  assert any("align1" in p for p in paths(cvaa)) and any("gate" in p for p in paths(cvaa))
+  rows = dict(models.param_table(cvaa))
+  assert rows["total"] == sum(v for k, v in rows.items() if k != "total")
+
+
+def test_gradients_reach_both_encoders_and_every_fusion_parameter():
+  g = _built("cvaa_gan", 16, fusion="cvaa")[0]
+  graphdef, params = nnx.split(g, nnx.Param)
+  f, l = _inputs(16)
+  target = jax.random.uniform(jax.random.key(3), (2, 16, 16, 16))
+
+  def loss(p):
+    out, _ = nnx.merge(graphdef, p)(f, l)
+    return jnp.mean((out - target) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(params)
+  dead = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_flatten_with_path(grads)[0]
+          if not float(jnp.abs(x).max()) > 0]
+  assert not dead, dead
+  flat = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(grads)[0]}
+  assert any("encoders'][0]" in p for p in flat) and any("encoders'][1]" in p for p in flat)
+
+
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, None), (1, 1, None), (4, 2, 1), (7, 1, None),
+                                          (3, 2, 1)])
+def test_folded_conv3d_matches_native(k, stride, pad):
+  x = jax.random.normal(jax.random.key(0), (2, 9, 10, 8, 3))
+  w = jax.random.normal(jax.random.key(1), (k, k, k, 3, 5))
+  a = layers.conv3d(x, w, stride, pad, impl="native")
+  b = layers.conv3d(x, w, stride, pad, impl="folded")
+  assert a.shape == b.shape
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_upconv_is_a_stride_two_transposed_convolution():
+  up = models.create(lambda rngs: layers.UpConv3D(3, 4, rngs=rngs))
+  x = jax.random.normal(jax.random.key(0), (1, 3, 4, 5, 3))
+  kern = up.dense.kernel[...].reshape(3, 2, 2, 2, 4).transpose(1, 2, 3, 0, 4)  # (2,2,2,in,out)
+  # lax.conv_transpose correlates the dilated input, i.e. applies the taps mirrored.
+  ref = jax.lax.conv_transpose(x, kern[::-1, ::-1, ::-1], (2, 2, 2), "VALID",
+                               dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), transpose_kernel=False)
+  np.testing.assert_allclose(up(x), ref + up.bias[...], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_back_projection_of_a_bright_voxel_passes_through_it(parallel):
+  """Render one bright voxel with the DRR renderer, lift both views with the model's expansion:
+  the two back-projected rays meet at that voxel."""
+  n, fov = 32, 256.0
+  voxel = (22, 9, 25)  # right, posterior, superior of centre (RAS indices)
+  vol = jnp.zeros((n, n, n)).at[voxel].set(1.0)
+  spacing, origin = projection.grid(n, fov)
+  specs = projection.views_for(parallel=parallel, fov_mm=fov)
+  lifted = []
+  for spec in specs:
+    img = drr.project(vol, spacing, origin, spec.geometry(n))
+    assert float(img.max()) > 0
+    back = projection.expand(img[None, :, :, None], spec)[0, ..., 0]
+    lifted.append(back)
+    # In the voxel's own slice along the view's ray axis, the back-projection peaks at the voxel.
+    p = spec.geometry(n).aligned_axis
+    in_slice = np.asarray(jnp.take(back, voxel[p], axis=p))
+    expect = tuple(v for a, v in enumerate(voxel) if a != p)
+    assert np.unravel_index(int(in_slice.argmax()), in_slice.shape) == expect, spec.view
+  meet = np.asarray(lifted[0] * lifted[1])
+  found = np.unravel_index(int(meet.argmax()), meet.shape)
+  tol = 0 if parallel else 1  # cone beam: the DRR spreads a voxel over neighbouring pixels
+  assert max(abs(a - b) for a, b in zip(found, voxel)) <= tol, (found, voxel)
+  if parallel:  # parallel rays: the frontal back-projection is constant along y through the voxel
+    ap_line = np.asarray(lifted[0][voxel[0], :, voxel[2]])
+    np.testing.assert_allclose(ap_line, ap_line.max())
+
+
+def test_paper_size_model_traces_at_128_without_allocating():
+  cfg = models.GeneratorConfig(size=128)
+  g = models.abstract(models.generator_ctor("cvaa_gan", cfg))
+  x = jax.ShapeDtypeStruct((4, 128, 128), jnp.float32)
+  out, aux = nnx.eval_shape(lambda m, a, b: m(a, b), g, x, x)
+  assert out.shape == (4, 128, 128, 128)
+  assert aux["vaa/level0"].shape == (4, 128, 128, 128, 2)
+  total = dict(models.param_table(g))["total"]
+  assert 1e6 < total < 1e8, total
