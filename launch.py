@@ -34,8 +34,16 @@ def _parse_flags(argv):
     _fail(f"bad --config override: {text}")
 
 
+class _QuietLibraries:
+  """Keeps INFO chatter of checkpointing internals out of the run log (warnings still show)."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or not any(s in record.pathname for s in ("orbax", "grain"))
+
+
 def main(argv):
   del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config=configs/demo.py")
   try:

@@ -16,11 +16,24 @@ def get_config(variant: str = ""):
   c.data.ct_dir = ""  # required: --config.data.ct_dir=/path
   if variant == "tiny":
     c.data.source = "phantom"
-    c.data.num_phantoms = 4
+    c.data.num_phantoms = 6
     c.data.size = 16
     c.data.spacing_mm = 16.0
+    c.model.levels = 2
+    c.model.base_channels = 8
+    c.model.max_channels = 16
+    c.model.base_channels_3d = 4
+    c.model.max_channels_3d = 8
+    c.model.growth_rate = 4
+    c.model.dense_layers = 2
+    c.model.attn_kernel = 3
+    c.model.disc_channels = 4
+    c.model.disc_layers = 2
     c.train.batch_size = 2
-    c.train.num_epochs = 1
+    c.train.num_steps = 6
+    c.train.log_every = 2
+    c.train.eval_every = 3
+    c.train.checkpoint_every = 2
     c.preview = False
   elif variant:
     raise ValueError(f"configs/lumbar.py: unknown variant {variant!r}; use '' or 'tiny'")

@@ -39,12 +39,50 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.split = (0.8, 0.1, 0.1)  # train / val / test shares, by patient.
   c.data.check_hu = True  # reject volumes that do not look like HU.
 
+  c.drr = ml_collections.ConfigDict()  # how training X-rays are rendered from the CT volumes
+  c.drr.parallel = False  # cone beam (clinical) by default; the models' lifting follows it
+  c.drr.sid = 750.0  # source to isocentre, mm
+  c.drr.sdd = 1000.0  # source to detector, mm
+  c.drr.noise_photons = 0.0  # > 0: Poisson detector noise at this many photons per pixel
+  c.drr.intensity_gain = 0.0  # random gain +- this
+  c.drr.intensity_gamma = 0.0  # random gamma +- this
+  c.drr.shift_voxels = 0  # random translation of the training volume (augmentation)
+
+  c.model = ml_collections.ConfigDict()  # splatted into cvaa_jax.models.GeneratorConfig
+  c.model.name = "cvaa_gan"  # 'cvaa_gan' | 'x2ct_gan' | '3dcnn' | 'psr'
+  c.model.fusion = "cvaa"  # 'add' | 'concat' | 'vaa' | 'cvaa' (cvaa_gan only)
+  c.model.levels = 4
+  c.model.base_channels = 32
+  c.model.max_channels = 256
+  c.model.base_channels_3d = 16
+  c.model.max_channels_3d = 128
+  c.model.growth_rate = 16
+  c.model.dense_layers = 4
+  c.model.attn_kernel = 7
+  c.model.dtype = "float32"  # 'bfloat16': bf16 compute, f32 parameters
+  c.model.disc_channels = 32
+  c.model.disc_layers = 3
+
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 4
+  c.train.batch_size = 4  # global batch, split over all devices
   c.train.num_epochs = 200
+  c.train.num_steps = 0  # > 0 overrides num_epochs
   c.train.learning_rate = 2e-4
   c.train.b1 = 0.5
   c.train.b2 = 0.99
+  c.train.decay_start = 1.0  # fraction of training after which the lr decays linearly to 0
+  c.train.ema_decay = 0.999
+  c.train.w_adv = 0.1  # X2CT-GAN's weights (the paper gives none)
+  c.train.w_recon = 10.0
+  c.train.w_proj = 10.0
+  c.train.log_every = 10
+  c.train.eval_every = 200
+  c.train.checkpoint_every = 200
+  c.train.keep_checkpoints = 3
+  c.train.num_workers = 0  # Grain worker processes (0: in the main process)
+  c.train.remat = False  # rematerialise the generator's activations in the backward pass
+  c.train.eval_batch_size = 2
+  c.train.distributed = False  # call jax.distributed.initialize() (multi-host; reads the env)
 
   c.preview = True  # write mid-slice PNGs of the prepared data.
   return c
@@ -93,9 +131,29 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       raise ConfigError(f"config.{name}: must be > 0, got {given[name]!r}.")
 
   for name in ("data.spacing_mm", "data.size", "data.num_phantoms", "train.batch_size",
-               "train.num_epochs", "train.learning_rate"):
+               "train.num_epochs", "train.learning_rate", "train.log_every", "train.eval_every",
+               "train.checkpoint_every", "train.keep_checkpoints", "train.eval_batch_size",
+               "drr.sid", "drr.sdd", "model.levels"):
     positive(name)
   d = cfg.data
+  if d.size % (2 ** cfg.model.levels):
+    raise ConfigError(f"config.data.size ({d.size}) must be divisible by 2^config.model.levels "
+                      f"({2 ** cfg.model.levels}).")
+  if not cfg.drr.sid < cfg.drr.sdd:
+    raise ConfigError("config.drr.sid must be smaller than config.drr.sdd.")
+  if d.size * d.spacing_mm / 2 * 1.74 >= cfg.drr.sid:
+    raise ConfigError(f"config.drr.sid ({cfg.drr.sid} mm) puts the X-ray source inside the "
+                      f"{d.size * d.spacing_mm:g} mm volume; increase it.")
+  from cvaa_jax.models import registry, fusion  # pylint: disable=g-import-not-at-top
+  if cfg.model.name not in registry.GENERATORS:
+    raise ConfigError(f"config.model.name: {cfg.model.name!r} is not one of "
+                      f"{sorted(registry.GENERATORS)}.")
+  if cfg.model.fusion not in fusion.FUSIONS:
+    raise ConfigError(f"config.model.fusion: {cfg.model.fusion!r} is not one of {fusion.FUSIONS}.")
+  if cfg.model.dtype not in ("float32", "bfloat16"):
+    raise ConfigError("config.model.dtype: use 'float32' or 'bfloat16'.")
+  if not 0 < cfg.train.decay_start <= 1 or not 0 <= cfg.train.ema_decay < 1:
+    raise ConfigError("config.train.decay_start must lie in (0, 1] and ema_decay in [0, 1).")
   if d.source not in DATA_SOURCES:
     raise ConfigError(f"config.data.source: {d.source!r} is not one of {DATA_SOURCES}.")
   if d.hu_max <= d.hu_min:

@@ -1,14 +1,14 @@
 """`run(config, workdir)`: everything `launch.py` does, importable from notebooks.
 
-Stages so far: validate the config, prepare the dataset (cached deterministic preprocessing and the
-patient split), write a preview figure. Later stages (training, evaluation) append here.
+Validate the config, prepare the dataset (cached deterministic preprocessing and the patient
+split), write a preview figure, then train and evaluate (`train.loop.train_and_evaluate`).
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -19,9 +19,13 @@ from cvaa_jax.data import dataset
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Validates `config`, prepares the data under `workdir`, and returns a summary dict."""
+  """Validates `config`, prepares the data under `workdir`, trains, evaluates; returns a summary."""
   config_lib.validate(config)
+  if config.train.distributed:
+    jax.distributed.initialize()  # coordinator, process count and id from the environment
   work = config_lib.prepare_workdir(workdir)
+  logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
+               jax.process_count())
   (work / "config.json").write_text(config.to_json_best_effort(indent=1))
   cases = dataset.prepare(config.data.to_dict(), work / "data", seed=config.seed,
                           log=logging.info)
@@ -35,5 +39,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     f"{config.data.hu_max:g} HU -> [0, 1])", vmax=0.35)
     logging.info("preview: %s", png)
     summary["preview"] = str(png)
+  from cvaa_jax.train import loop  # pylint: disable=g-import-not-at-top
+  summary["train"] = loop.train_and_evaluate(config, work, cases)
   (work / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary

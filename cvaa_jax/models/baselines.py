@@ -13,7 +13,7 @@ from flax import nnx
 from cvaa_jax.models import projection
 from cvaa_jax.models.densenet import DenseEncoder2D
 from cvaa_jax.models.generator import GeneratorConfig, ViewLift, as_image
-from cvaa_jax.models.layers import Conv3D, ConvBlock2D, ConvBlock3D, UpConv3D
+from cvaa_jax.models.layers import HEAD_BIAS, Conv3D, ConvBlock2D, ConvBlock3D, UpConv3D
 
 
 class X2CTGenerator(nnx.Module):
@@ -47,7 +47,7 @@ class X2CTGenerator(nnx.Module):
       blocks.append(ConvBlock3D(2 * c3[l], c3[l], rngs=rngs))
     self.ups = nnx.List(ups)
     self.blocks = nnx.List(blocks)
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs)
+    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
   def __call__(self, frontal, lateral):
     dt = jnp.dtype(self.cfg.dtype)
@@ -96,7 +96,7 @@ class CNN3DGenerator(nnx.Module):
     self.ups = nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
     self.blocks = nnx.List([ConvBlock3D(2 * c3[l], c3[l], rngs=rngs)
                             for l in range(top - 1, -1, -1)])
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs)
+    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
   def __call__(self, frontal, lateral):
     dt = jnp.dtype(self.cfg.dtype)
@@ -132,7 +132,7 @@ class PSRGenerator(nnx.Module):
     self.transform = nnx.Conv(c2[top], s * c3[top], (1, 1), rngs=rngs)
     self.ups = nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
     self.blocks = nnx.List([ConvBlock3D(c3[l], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs)
+    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
   def __call__(self, frontal, lateral):
     del lateral  # single-view method

@@ -17,7 +17,7 @@ from flax import nnx
 from cvaa_jax.models import projection
 from cvaa_jax.models.densenet import DenseEncoder2D
 from cvaa_jax.models.fusion import FUSIONS, fused_channels, make_fusion
-from cvaa_jax.models.layers import Conv3D, ConvBlock3D, UpConv3D, channel_schedule
+from cvaa_jax.models.layers import HEAD_BIAS, Conv3D, ConvBlock3D, UpConv3D, channel_schedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +102,7 @@ class CVAAGenerator(nnx.Module):
     self.fusions = nnx.List(fusions)
     self.blocks = nnx.List(blocks)
     self.ups = nnx.List(ups[:-1])
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs)
+    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
   def lift(self, frontal, lateral):
     """Per view, per level 3D features in the common RAS frame: [[level 0..L] for each view]."""

@@ -63,10 +63,10 @@ class Conv3D(nnx.Module):
 
   def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1,
                padding: int | None = None, *, rngs: nnx.Rngs, impl: str | None = None,
-               use_bias: bool = True):
+               use_bias: bool = True, bias_init: float = 0.0):
     init = jax.nn.initializers.he_normal(in_axis=(0, 1, 2, 3), out_axis=4)
     self.kernel = nnx.Param(init(rngs.params(), (kernel,) * 3 + (in_ch, out_ch)))
-    self.bias = nnx.Param(jnp.zeros((out_ch,))) if use_bias else None
+    self.bias = nnx.Param(jnp.full((out_ch,), bias_init)) if use_bias else None
     self.stride, self.padding, self.impl = stride, padding, impl
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -134,6 +134,11 @@ class ConvBlock2D(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return jax.nn.relu(self.norm(self.conv(x)))
+
+
+# Output heads start at sigmoid(-2) ~ 0.12, about the mean of a [-1000, 4096] HU-windowed body CT,
+# instead of 0.5: early training then refines anatomy instead of first learning the background.
+HEAD_BIAS = -2.0
 
 
 def channel_schedule(base: int, levels: int, max_ch: int) -> Sequence[int]:

@@ -1,0 +1,89 @@
+"""Grain pipelines over a prepared dataset (see dataset.py): cached model-grid volumes in, batches out.
+
+DRRs are rendered on the accelerator inside the train step (`cvaa_jax.train.step.render_views`),
+not in the Grain workers: the Joseph projector is two matrix products that fuse into the compiled
+step, so the host ships one volume per case instead of volume + two images, and the workers only
+read and augment (measured in benchmarks/pipeline.py).
+
+Sources and transforms live at module level so worker processes can unpickle them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import grain
+import jax
+import numpy as np
+
+from cvaa_jax.data.dataset import Case
+
+
+class VolumeSource:
+  """Random-access source of cached volumes: {'volume': (S, S, S) float32 in [0, 1], 'index'}."""
+
+  def __init__(self, paths: Sequence[str]):
+    self.paths = [str(p) for p in paths]
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def __getitem__(self, index: int):
+    return {"volume": np.load(self.paths[index]).astype(np.float32),
+            "index": np.int32(index)}
+
+
+@dataclasses.dataclass
+class RandomShift(grain.transforms.RandomMap):
+  """Translates the volume by up to `max_voxels` per axis (zero = air fills in): pose augmentation
+  that keeps X-ray and CT consistent because the X-rays are rendered from the shifted CT."""
+
+  max_voxels: int = 0
+
+  def random_map(self, element, rng: np.random.Generator):
+    if self.max_voxels <= 0:
+      return element
+    vol = element["volume"]
+    shift = rng.integers(-self.max_voxels, self.max_voxels + 1, size=3)
+    out = np.zeros_like(vol)
+    src = tuple(slice(max(0, -s), vol.shape[a] - max(0, s)) for a, s in enumerate(shift))
+    dst = tuple(slice(max(0, s), vol.shape[a] - max(0, -s)) for a, s in enumerate(shift))
+    out[dst] = vol[src]
+    return {**element, "volume": out}
+
+
+def train_dataset(cases: Sequence[Case], batch_size: int, seed: int, num_epochs: int | None = None,
+                  shift_voxels: int = 0, num_workers: int = 0,
+                  process_index: int | None = None, process_count: int | None = None
+                  ) -> grain.IterDataset:
+  """Shuffled (reshuffled every epoch), augmented, batched training volumes of this process.
+
+  `batch_size` is the per-process batch; each process reads its own slice of every epoch, so a
+  multi-host run feeds disjoint data to each host.
+  """
+  paths = [c.path for c in cases if c.split == "train"]
+  if not paths:
+    raise ValueError("train_dataset: the split holds no training cases; add data or change "
+                     "config.data.split.")
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  ds = grain.MapDataset.source(VolumeSource(paths)).seed(seed).shuffle().repeat(num_epochs)
+  ds = ds[pi::pc]
+  ds = ds.random_map(RandomShift(shift_voxels)).batch(batch_size, drop_remainder=True)
+  it = ds.to_iter_dataset()
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return it
+
+
+def eval_batches(cases: Sequence[Case], split: str, batch_size: int):
+  """Deterministic, unshuffled batches of one split (last batch padded by repetition; `valid`
+  marks the real entries). Yields dicts with 'volume', 'valid' and 'case_id' lists."""
+  chosen = [c for c in cases if c.split == split]
+  for start in range(0, len(chosen), batch_size):
+    part = chosen[start:start + batch_size]
+    valid = [True] * len(part) + [False] * (batch_size - len(part))
+    part = part + [part[-1]] * (batch_size - len(part))
+    yield {"volume": np.stack([np.asarray(c.load(), np.float32) for c in part]),
+           "valid": np.asarray(valid), "case_id": [c.case_id for c in part]}

@@ -1,0 +1,1 @@
+"""Evaluation: per-volume metrics (metrics.py)."""

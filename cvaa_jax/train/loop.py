@@ -1,0 +1,237 @@
+"""`train_and_evaluate(config, workdir)`: data -> models -> sharded GAN steps -> checkpoints -> report.
+
+Restarting with the same workdir resumes from its latest checkpoint (state and data iterator), so a
+killed run ends exactly where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from cvaa_jax import models, viz
+from cvaa_jax.data import dataset, pipeline
+from cvaa_jax.errors import ConfigError, CvaaError
+from cvaa_jax.eval import metrics as metrics_lib
+from cvaa_jax.eval import report
+from cvaa_jax.models import projection
+from cvaa_jax.train import checkpoint as ckpt_lib
+from cvaa_jax.train import step as step_lib
+
+
+class NonFiniteError(CvaaError):
+  """Training produced a NaN/inf loss or gradient."""
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """1-D mesh over every device of every process, axis 'data' (Auto: jit inserts the collectives)."""
+  devices = jax.device_count()
+  try:
+    return jax.make_mesh((devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  except (AttributeError, TypeError):  # older JAX without axis types
+    return jax.make_mesh((devices,), ("data",))
+
+
+def build(config: ml_collections.ConfigDict, total_steps: int):
+  """Models, step config and a fresh state (host arrays)."""
+  d = config.data
+  model_kwargs = {k: v for k, v in config.model.to_dict().items()
+                  if k not in ("name", "disc_channels", "disc_layers")}
+  gcfg = models.GeneratorConfig(size=d.size, parallel=config.drr.parallel,
+                                fov_mm=d.size * d.spacing_mm, sid=config.drr.sid,
+                                sdd=config.drr.sdd, **model_kwargs)
+  g = models.create(models.generator_ctor(config.model.name, gcfg), seed=config.seed)
+  disc = models.create(models.discriminator_ctor(gcfg, config.model.disc_channels,
+                                                 config.model.disc_layers), seed=config.seed + 1)
+  g_graphdef, g_params = nnx.split(g, nnx.Param)
+  d_graphdef, d_params = nnx.split(disc, nnx.Param)
+  t = config.train
+  scfg = step_lib.StepConfig(
+      g_graphdef=g_graphdef, d_graphdef=d_graphdef,
+      g_tx=step_lib.make_optimizer(t.learning_rate, t.b1, t.b2, total_steps, t.decay_start),
+      d_tx=step_lib.make_optimizer(t.learning_rate, t.b1, t.b2, total_steps, t.decay_start),
+      views=gcfg.views, size=d.size, hu_min=d.hu_min, hu_max=d.hu_max, w_adv=t.w_adv,
+      w_recon=t.w_recon, w_proj=t.w_proj, ema_decay=t.ema_decay,
+      noise_photons=config.drr.noise_photons, intensity_gain=config.drr.intensity_gain,
+      intensity_gamma=config.drr.intensity_gamma, remat=t.remat)
+  state = step_lib.init_state(scfg, g_params.to_pure_dict(), d_params.to_pure_dict(), config.seed)
+  return scfg, state
+
+
+class MetricWriter:
+  """JSONL always; TensorBoard event files where tensorboardX is installed."""
+
+  def __init__(self, workdir: pathlib.Path):
+    self.jsonl = open(workdir / "metrics.jsonl", "a")
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+    except ImportError:
+      self.tb = None
+
+  def write(self, step: int, scalars: dict) -> None:
+    self.jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+    self.jsonl.flush()
+    if self.tb is not None:
+      for k, v in scalars.items():
+        self.tb.add_scalar(k, float(v), step)
+      self.tb.flush()
+
+  def close(self) -> None:
+    self.jsonl.close()
+    if self.tb is not None:
+      self.tb.close()
+
+
+def evaluate(scfg, params, cases, split: str, batch_size: int, predict_fn) -> tuple[list, list]:
+  """Per-case metrics ([0, 1] range) of `params` on one split's deterministic DRR pairs."""
+  per_case, ids = [], []
+  for batch in pipeline.eval_batches(cases, split, batch_size):
+    vol = jnp.asarray(batch["volume"])
+    pred = predict_fn(params, vol)
+    m = {k: np.asarray(v) for k, v in metrics_lib.all_metrics(pred, vol, data_range=1.0).items()}
+    for i, ok in enumerate(batch["valid"]):
+      if ok:
+        per_case.append({k: float(v[i]) for k, v in m.items()})
+        ids.append(batch["case_id"][i])
+  return per_case, ids
+
+
+def _mean_volume_baseline(cases, split: str) -> tuple[list, list]:
+  """The trivial reference: predict the mean training volume for every case."""
+  train = [np.asarray(c.load(), np.float32) for c in cases if c.split == "train"]
+  mean = np.mean(train, axis=0)
+  per_case, ids = [], []
+  for c in cases:
+    if c.split == split:
+      vol = np.asarray(c.load(), np.float32)
+      m = metrics_lib.all_metrics(mean[None], vol[None], data_range=1.0)
+      per_case.append({k: float(v[0]) for k, v in m.items()})
+      ids.append(c.case_id)
+  return per_case, ids
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                       cases=None) -> dict:
+  workdir = pathlib.Path(workdir)
+  t = config.train
+  if cases is None:
+    cases = dataset.prepare(config.data.to_dict(), workdir / "data", seed=config.seed,
+                            log=logging.info)
+  n_train = sum(c.split == "train" for c in cases)
+  if t.batch_size % jax.device_count():
+    raise ConfigError(f"config.train.batch_size ({t.batch_size}) must be divisible by the "
+                      f"{jax.device_count()} devices.")
+  if n_train < t.batch_size // jax.process_count():
+    raise ConfigError(f"config.train.batch_size ({t.batch_size}) exceeds the {n_train} training "
+                      "cases; lower it or add data.")
+  steps_per_epoch = max(1, n_train // t.batch_size)
+  total = t.num_steps if t.num_steps > 0 else t.num_epochs * steps_per_epoch
+  logging.info("training %s (fusion %s) for %d steps (%d per epoch), global batch %d on %d "
+               "devices", config.model.name, config.model.fusion, total, steps_per_epoch,
+               t.batch_size, jax.device_count())
+
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  data_sharding = NamedSharding(mesh, P("data"))
+  scfg, host_state = build(config, total)
+  state = jax.device_put(host_state, replicated)
+  step_fn = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b),
+                    in_shardings=(replicated, {"volume": data_sharding}),
+                    out_shardings=(replicated, replicated), donate_argnums=0)
+  predict_fn = jax.jit(lambda p, v: step_lib.predict(scfg, p, v))
+
+  per_process = t.batch_size // jax.process_count()
+  data = pipeline.train_dataset(cases, per_process, seed=config.seed, num_epochs=None,
+                                shift_voxels=config.drr.shift_voxels, num_workers=t.num_workers)
+  data_iter = iter(data)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
+  config_dict = json.loads(config.to_json_best_effort())
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, ckpt_lib.abstract_like(state, replicated), data_iter)
+    logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+  start = int(state.step)
+  writer = MetricWriter(workdir)
+  t0, last_step, last_time = time.time(), start, time.time()
+  try:
+    for step in range(start, total):
+      local = next(data_iter)
+      batch = {"volume": jax.make_array_from_process_local_data(data_sharding, local["volume"])}
+      state, m = step_fn(state, batch)
+      done = step + 1
+      if done % t.log_every == 0 or done == total:
+        m = jax.device_get(m)
+        _check_finite(state)
+        now = time.time()
+        rate = (done - last_step) / max(now - last_time, 1e-9)
+        last_step, last_time = done, now
+        logging.info("step %d/%d  g %.4f (adv %.4f recon %.5f proj %.5f)  d %.4f  %.2f steps/s  "
+                     "ETA %.0f s", done, total, m["g/total"], m["g/adv"], m["g/recon"],
+                     m["g/proj"], m["d/total"], rate, (total - done) / max(rate, 1e-9))
+        writer.write(done, {**m, "steps_per_sec": rate})
+      if done % t.eval_every == 0 or done == total:
+        per_case, _ = evaluate(scfg, state.ema_params, cases, "val", t.eval_batch_size,
+                               predict_fn)
+        if per_case:
+          val = {f"val/{k}": v["mean"] for k, v in report.summarize(per_case).items()}
+          logging.info("step %d validation: %s", done, {k: round(v, 5) for k, v in val.items()})
+          writer.write(done, val)
+          _check_finite(state)
+          ckpt.save_best(done, state, config_dict, val)
+      if done % t.checkpoint_every == 0 or done == total:
+        _check_finite(state)
+        ckpt.save(done, state, data_iter, config_dict)
+        if os.environ.get("CVAA_FAULT_KILL_AT_SAVE") == str(done):  # fault injection for tests:
+          os.kill(os.getpid(), signal.SIGKILL)  # dies while the async write is in flight
+  finally:
+    ckpt.wait()
+    writer.close()
+  result = _final_report(config, workdir, scfg, state, cases, predict_fn)
+  ckpt.close()
+  result["train_seconds"] = time.time() - t0
+  return result
+
+
+def _check_finite(state) -> None:
+  bad = int(jax.device_get(state.bad_step))
+  if bad >= 0:
+    raise NonFiniteError(f"training diverged: non-finite loss or gradient at step {bad}; the last "
+                         "checkpoint in the workdir is intact. Lower config.train.learning_rate "
+                         "or check the data.")
+
+
+def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
+  """Test-split metrics of the EMA generator next to the mean-volume baseline, plus a figure."""
+  out = workdir / "eval"
+  split = "test" if any(c.split == "test" for c in cases) else "val"
+  per_case, ids = evaluate(scfg, state.ema_params, cases, split, config.train.eval_batch_size,
+                           predict_fn)
+  base_cases, _ = _mean_volume_baseline(cases, split)
+  base = report.summarize(base_cases)
+  name = f"{config.model.name}" + (f"-{config.model.fusion}" if config.model.name == "cvaa_gan"
+                                   else "")
+  summary = report.write(out, split, per_case, ids, extra_rows={"mean-volume baseline": base},
+                         label=name,
+                         note=f"Metrics on [0, 1]-normalised volumes (data_range 1), {split} split, "
+                              f"{len(per_case)} cases, EMA generator.")
+  logging.info("%s metrics:\n%s", split, (out / f"{split}_summary.md").read_text())
+  first = next(c for c in cases if c.split == split)
+  vol = jnp.asarray(np.asarray(first.load())[None])
+  pred = np.asarray(predict_fn(state.ema_params, vol))[0]
+  viz.save_slices_png({"ground truth": np.asarray(vol[0]), name: pred},
+                      out / f"{split}_{first.case_id}.png", vmax=0.35)
+  return {"split": split, "model": summary, "mean_volume_baseline": base,
+          "steps": int(state.step)}

@@ -1,0 +1,171 @@
+"""The GAN training step: one state pytree, alternating D then G updates, in one compiled program.
+
+`TrainState` holds both players' parameters (pure dicts), both optimiser states, the generator's
+EMA, the step, the base PRNG key (raw key data, so checkpoints are plain arrays) and the first step
+whose loss or gradient was non-finite (-1 while all is well). The per-step key is
+`fold_in(key, step)`, so a resumed run replays exactly.
+
+Data parallelism has pmap's semantics through `jax.jit` on a 1-D device mesh (axis 'data'): the
+state is replicated, the global batch is split along 'data', and because every loss is a mean over
+the global batch, XLA inserts the cross-device gradient averaging (no explicit pmean, which under
+shard_map's checks would average twice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from cvaa_jax import drr
+from cvaa_jax.drr import augment
+from cvaa_jax.models import projection
+from cvaa_jax.train import losses
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  g_params: Any
+  d_params: Any
+  g_opt: Any
+  d_opt: Any
+  ema_params: Any
+  key: jax.Array
+  bad_step: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Static pieces of the step: graphdefs, optimisers, rendering, loss weights."""
+
+  g_graphdef: Any
+  d_graphdef: Any
+  g_tx: optax.GradientTransformation
+  d_tx: optax.GradientTransformation
+  views: tuple  # (frontal, lateral) ViewSpec
+  size: int
+  hu_min: float
+  hu_max: float
+  w_adv: float = 0.1
+  w_recon: float = 10.0
+  w_proj: float = 10.0
+  ema_decay: float = 0.999
+  noise_photons: float = 0.0
+  intensity_gain: float = 0.0
+  intensity_gamma: float = 0.0
+  remat: bool = False
+
+
+def g_apply(cfg: StepConfig, params, frontal, lateral):
+  return nnx.merge(cfg.g_graphdef, params)(frontal, lateral)
+
+
+def d_apply(cfg: StepConfig, params, frontal, lateral, volume):
+  return nnx.merge(cfg.d_graphdef, params)(frontal, lateral, volume)
+
+
+def render_views(cfg: StepConfig, volume: jax.Array, key: jax.Array | None = None):
+  """(B, S, S, S) [0, 1] volumes -> normalised (frontal, lateral) DRRs (B, S, S), optionally with
+  the configured detector noise and intensity variation (training only, `key` given)."""
+  spacing, origin = projection.grid(cfg.size, cfg.views[0].fov_mm)
+  mu = drr.unit_to_mu(volume, cfg.hu_min, cfg.hu_max)
+  out = []
+  for i, spec in enumerate(cfg.views):
+    g = spec.geometry(cfg.size)
+    img = jax.vmap(lambda m, g=g: drr.project(m, spacing, origin, g))(mu)
+    if key is not None and cfg.noise_photons > 0:
+      img = augment.poisson_noise(img, jax.random.fold_in(key, 10 + i), cfg.noise_photons)
+    img = drr.normalize_projection(img)
+    if key is not None and (cfg.intensity_gain > 0 or cfg.intensity_gamma > 0):
+      img = augment.intensity_variation(img, jax.random.fold_in(key, 20 + i), cfg.intensity_gain,
+                                        cfg.intensity_gamma)
+    out.append(img)
+  return tuple(out)
+
+
+def init_state(cfg: StepConfig, g_params, d_params, seed: int) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
+                    g_opt=cfg.g_tx.init(g_params), d_opt=cfg.d_tx.init(d_params),
+                    ema_params=jax.tree.map(jnp.copy, g_params),
+                    key=jax.random.key_data(jax.random.key(seed)),
+                    bad_step=jnp.full((), -1, jnp.int32))
+
+
+def _norm(tree) -> jax.Array:
+  return optax.global_norm(tree)
+
+
+def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, dict]:
+  """One D update then one G update on the same generated volumes; returns (state, metrics)."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+  volume = batch["volume"]
+  frontal, lateral = render_views(cfg, volume, key)
+
+  gen = (lambda p: g_apply(cfg, p, frontal, lateral)[0])
+  if cfg.remat:
+    gen = jax.checkpoint(gen)
+  fake, g_vjp = jax.vjp(gen, state.g_params)
+
+  # Discriminator: real -> 1, fake -> 0 (generated volume held fixed).
+  def d_loss_fn(d_params):
+    real_s = d_apply(cfg, d_params, frontal, lateral, volume)
+    fake_s = d_apply(cfg, d_params, frontal, lateral, jax.lax.stop_gradient(fake))
+    real_l, fake_l = losses.lsgan_d(real_s, fake_s)
+    return 0.5 * (real_l + fake_l), (real_l, fake_l)
+
+  (d_total, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
+      state.d_params)
+  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params)
+  d_params = optax.apply_updates(state.d_params, d_updates)
+
+  # Generator: fool the updated D, match the voxels and the three orthogonal projections.
+  def g_loss_fn(fake_volume):
+    adv = losses.lsgan_g(d_apply(cfg, d_params, frontal, lateral, fake_volume))
+    recon = losses.voxel_mse(fake_volume, volume)
+    proj = losses.projection_l1(fake_volume, volume)
+    total = cfg.w_adv * adv + cfg.w_recon * recon + cfg.w_proj * proj
+    return total, (adv, recon, proj)
+
+  (g_total, (g_adv, g_recon, g_proj)), dfake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+  (g_grads,) = g_vjp(dfake)
+  g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params)
+  g_params = optax.apply_updates(state.g_params, g_updates)
+  # EMA with warm-up (decay grows towards ema_decay), so short runs are not dominated by the init.
+  decay = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+  ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, g_params)
+
+  g_gnorm, d_gnorm = _norm(g_grads), _norm(d_grads)
+  finite = jnp.isfinite(g_total) & jnp.isfinite(d_total) & jnp.isfinite(g_gnorm) & \
+      jnp.isfinite(d_gnorm)
+  bad_step = jnp.where((state.bad_step < 0) & ~finite, state.step, state.bad_step)
+  new = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt=g_opt,
+                      d_opt=d_opt, ema_params=ema, bad_step=bad_step)
+  metrics = {"g/total": g_total, "g/adv": g_adv, "g/recon": g_recon, "g/proj": g_proj,
+             "d/total": d_total, "d/real": d_real, "d/fake": d_fake,
+             "g/grad_norm": g_gnorm, "d/grad_norm": d_gnorm,
+             "g/param_norm": _norm(g_params), "d/param_norm": _norm(d_params)}
+  return new, metrics
+
+
+def predict(cfg: StepConfig, params, volume: jax.Array):
+  """Renders the (deterministic) views of `volume` and reconstructs it with `params`."""
+  frontal, lateral = render_views(cfg, volume)
+  return g_apply(cfg, params, frontal, lateral)[0]
+
+
+def make_optimizer(learning_rate: float, b1: float, b2: float, total_steps: int,
+                   decay_start: float) -> optax.GradientTransformation:
+  """Adam with a constant rate, decaying linearly to 0 over the last (1 - decay_start) of training."""
+  start = int(total_steps * decay_start)
+  if start >= total_steps:
+    schedule: Callable | float = learning_rate
+  else:
+    schedule = optax.join_schedules(
+        [optax.constant_schedule(learning_rate),
+         optax.linear_schedule(learning_rate, 0.0, total_steps - start)], [start])
+  return optax.adam(schedule, b1=b1, b2=b2)
