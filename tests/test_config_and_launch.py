@@ -80,18 +80,3 @@ def test_launch_unwritable_workdir(tmp_path):
   blocker.write_text("x")
   r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={blocker}/w")
   assert r.returncode == 2 and "not writable" in r.stderr
-
-
-def test_launch_tiny_prepares_data_and_reuses_the_cache(tmp_path):
-  work = tmp_path / "w"
-  r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={work}", "--config.preview=True")
-  assert r.returncode == 0, r.stderr[-3000:]
-  summary = json.loads((work / "summary.json").read_text())
-  assert summary["cases"] == 4 and sum(summary["split"].values()) == 4
-  assert (work / "preview" / "data.png").stat().st_size > 1000
-  index = json.loads((work / "data" / "index.json").read_text())
-  assert {e["split"] for e in index["cases"].values()} == {"train", "val", "test"}
-  config = json.loads((work / "config.json").read_text())
-  assert config["data"]["size"] == 16
-  r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={work}")
-  assert r.returncode == 0 and "reusing cache" in r.stderr

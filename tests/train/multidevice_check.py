@@ -47,6 +47,24 @@ def main():
   diffs = np.concatenate([np.abs(a - b).ravel() for a, b in
                           zip(jax.tree.leaves((g1, d1)), jax.tree.leaves((g4, d4)))])
   assert np.mean(diffs < 1e-6) > 0.95, np.mean(diffs < 1e-6)
+  assert set(m1) >= {"g/adv", "g/recon", "g/proj", "d/real", "d/fake", "g/grad_norm",
+                     "d/grad_norm", "g/param_norm", "d/param_norm"}
+  assert all(np.isfinite(v) for v in m1.values())
+
+  # Guard rail: a NaN in the data makes the loss non-finite; the state records the first bad step
+  # and the loop's check names it (the 4-device program is reused here).
+  state = jax.device_put(host_state, repl)
+  batch = {"volume": jax.device_put(vols, data)}
+  state, _ = fn(state, batch)
+  assert int(state.bad_step) == -1
+  loop._check_finite(state)  # pylint: disable=protected-access
+  state, _ = fn(state, {"volume": jax.device_put(vols.copy() * np.nan, data)})
+  state, _ = fn(state, batch)
+  try:
+    loop._check_finite(state)  # pylint: disable=protected-access
+    raise AssertionError("non-finite loss not caught")
+  except loop.NonFiniteError as e:
+    assert "at step 1" in str(e), e
   print("MULTIDEVICE OK")
 
 
