@@ -189,3 +189,30 @@ def prepare_workdir(workdir: str | os.PathLike) -> pathlib.Path:
     raise ConfigError(f"--workdir={workdir}: not writable ({e.strerror or e}); choose a folder you "
                       "can write to.") from None
   return path
+
+
+def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The resolved config a run saved in `<workdir>/config.json`, validated against the schema."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    raise ConfigError(f"{path}: not found; --workdir must be a folder launch.py trained in.")
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError as e:
+    raise ConfigError(f"{path}: not valid JSON ({e}).") from None
+  cfg = base_config()
+
+  def merge(dst, src, prefix=""):
+    for k, v in src.items():
+      if k not in dst:
+        raise ConfigError(f"{path}: unknown field {prefix}{k}; written by another version?")
+      if isinstance(dst[k], ml_collections.ConfigDict):
+        merge(dst[k], v, f"{prefix}{k}.")
+      else:
+        dst[k] = tuple(v) if isinstance(dst[k], tuple) else v
+
+  merge(cfg, saved)
+  if cfg.data.source == "ct_dir" and not pathlib.Path(cfg.data.ct_dir).is_dir():
+    cfg.data.source = "phantom"  # the CT folder is not needed to use a trained model
+  return validate(cfg)

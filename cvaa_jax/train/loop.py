@@ -235,3 +235,25 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
                       out / f"{split}_{first.case_id}.png", vmax=0.35)
   return {"split": split, "model": summary, "mean_volume_baseline": base,
           "steps": int(state.step)}
+
+
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                          which: str = "latest"):
+  """(step config, EMA generator parameters, step) from a workdir's 'latest' or 'best' checkpoint."""
+  workdir = pathlib.Path(workdir)
+  scfg, state = build(config, total_steps=1)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  mgr = ckpt.latest if which == "latest" else ckpt.best
+  step = mgr.latest_step() if which == "latest" else mgr.best_step()
+  if step is None:
+    raise CvaaError(f"{workdir / ('checkpoints' if which == 'latest' else 'best')}: no checkpoint; "
+                    "train first (python launch.py --config=... --workdir=...).")
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  try:
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(ckpt_lib.abstract_like(state))))
+  except (ValueError, KeyError) as e:
+    raise CvaaError(f"{workdir}: its checkpoint does not match this model config ({e}); use the "
+                    "config the run was trained with (workdir/config.json).") from None
+  ckpt.close()
+  return scfg, restored.state.ema_params, step

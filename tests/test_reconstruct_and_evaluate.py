@@ -1,0 +1,143 @@
+"""Reconstruction from an X-ray pair and the multi-run evaluator, on a tiny checkpointed model."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from absl import flags
+from PIL import Image
+
+from cvaa_jax import evaluate, reconstruct, xray_io
+from cvaa_jax.data import dataset, pipeline
+from cvaa_jax.errors import CvaaError, InputError
+from cvaa_jax.train import checkpoint, loop
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A run folder as launch.py leaves it (config, prepared data, a checkpoint), without training."""
+  flags.FLAGS.mark_as_parsed()
+  sys.path.insert(0, str(ROOT))
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  config = lumbar.get_config("tiny")
+  work = tmp_path_factory.mktemp("run")
+  (work / "config.json").write_text(config.to_json_best_effort(indent=1))
+  cases = dataset.prepare(config.data.to_dict(), work / "data", seed=0, log=lambda *_: None)
+  _, state = loop.build(config, total_steps=1)
+  ckpt = checkpoint.Checkpointer(work, keep=1)
+  ckpt.save(1, state, iter(pipeline.train_dataset(cases, 2, seed=0)),
+            json.loads(config.to_json_best_effort()))
+  ckpt.wait()
+  ckpt.close()
+  return work
+
+
+def _png(path, img, bits=16):
+  scaled = (img - img.min()) / np.ptp(img)
+  arr = (scaled * (65535 if bits == 16 else 255)).astype(np.uint16 if bits == 16 else np.uint8)
+  Image.fromarray(arr).save(path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def xray_pair(workdir, tmp_path_factory):
+  rec = reconstruct.Reconstructor(workdir, "latest")
+  case = dataset.load_index(workdir / "data")[0]
+  f, l = rec._render(np.asarray(case.load())[None])  # pylint: disable=protected-access
+  d = tmp_path_factory.mktemp("xrays")
+  # Real exports are larger and not square: 40 x 36 pixels, as a 16-bit and an 8-bit PNG.
+  big = lambda im: np.pad(np.kron(np.asarray(im[0]), np.ones((2, 2))), ((4, 4), (2, 2)),
+                          mode="edge")
+  return _png(d / "AP.png", big(f)), _png(d / "LAT.png", big(l), bits=8), rec
+
+
+def test_reconstruct_writes_hu_nifti_on_the_model_grid(xray_pair, tmp_path):
+  ap, lat, rec = xray_pair
+  out = tmp_path / "ct.nii.gz"
+  result = reconstruct.reconstruct_pair(rec, ap, lat, out)
+  img = nib.load(str(out))
+  assert img.shape == (16, 16, 16)
+  assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+  np.testing.assert_allclose(img.header.get_zooms(), (16.0, 16.0, 16.0))
+  np.testing.assert_allclose(img.affine[:3, 3], -(16 - 1) / 2 * 16.0)  # centred on the isocentre
+  data = img.get_fdata()
+  assert -1000 <= data.min() and data.max() <= 4096
+  for k in ("frontal_ncc", "lateral_ncc", "frontal_mae", "lateral_mae"):
+    assert np.isfinite(result[k])
+  assert out.with_name("ct.png").exists()
+
+
+def test_reconstruct_cli_for_a_folder_of_pairs_and_its_errors(workdir, xray_pair, tmp_path):
+  ap, lat, _ = xray_pair
+  pairs = tmp_path / "pairs"
+  for case in ("a", "b"):
+    (pairs / case).mkdir(parents=True)
+    shutil.copy(ap, pairs / case / "frontal.png")
+    shutil.copy(lat, pairs / case / "lateral.png")
+  cli = lambda *a: subprocess.run([sys.executable, "-m", "cvaa_jax.reconstruct",
+                                   f"--workdir={workdir}", "--which=latest", *a], cwd=ROOT,
+                                  capture_output=True, text=True, timeout=600,
+                                  env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+  r = cli(f"--pairs={pairs}", f"--out={tmp_path / 'out'}", "--nopng")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert (tmp_path / "out" / "a.nii.gz").exists() and (tmp_path / "out" / "b.nii.gz").exists()
+  assert len(json.loads((tmp_path / "out" / "reconstruct_report.json").read_text())) == 2
+  r = cli(f"--frontal={ap}", f"--out={tmp_path / 'x.nii.gz'}")
+  assert r.returncode == 2 and "--lateral is missing" in r.stderr
+  bad = tmp_path / "bad.png"
+  bad.write_bytes(b"not an image")
+  r = cli(f"--frontal={ap}", f"--lateral={bad}", f"--out={tmp_path / 'x.nii.gz'}")
+  err = [l for l in r.stderr.strip().splitlines() if not l.startswith(("I", "W"))]
+  assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error:") and str(bad) in err[0]
+
+
+@pytest.mark.parametrize("case,match", [
+    ("empty", "empty"), ("missing", "not found"), ("3d", "2D radiograph"),
+    ("constant", "constant"), ("tiny", "too small")])
+def test_bad_xrays_are_named(tmp_path, case, match):
+  path = tmp_path / "x.png"
+  if case == "empty":
+    path.write_bytes(b"")
+  elif case == "3d":
+    path = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.rand(20, 20, 3).astype(np.float32), np.eye(4)), str(path))
+  elif case == "constant":
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(path)
+  elif case == "tiny":
+    Image.fromarray((np.random.rand(8, 8) * 255).astype(np.uint8)).save(path)
+  with pytest.raises(InputError, match=match) as e:
+    xray_io.read_xray(path)
+  assert str(path) in str(e.value)
+
+
+def test_mismatched_pair_and_wrong_workdir(tmp_path, workdir):
+  with pytest.raises(InputError, match="aspect ratios"):
+    xray_io.check_pair(np.zeros((100, 40)), np.zeros((40, 100)), "a.png", "b.png")
+  with pytest.raises(CvaaError, match="config.json"):
+    reconstruct.Reconstructor(tmp_path)
+  other = tmp_path / "other"
+  shutil.copytree(workdir, other)
+  cfg = json.loads((other / "config.json").read_text())
+  cfg["model"]["base_channels_3d"] = 6  # a checkpoint of another model config
+  (other / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(CvaaError, match="does not match this model config"):
+    reconstruct.Reconstructor(other, "latest")
+
+
+def test_evaluator_puts_runs_in_one_table_and_figure(workdir, tmp_path):
+  second = tmp_path / "second_run"
+  shutil.copytree(workdir, second)
+  rows = evaluate.run_report([workdir, second], tmp_path / "report", which="latest",
+                             split="test")
+  assert len(rows) == 2
+  for s in rows.values():
+    assert {"mae", "psnr", "ssim", "x2ct/psnr_3d", "x2ct/ssim_avg", "bone/dice"} <= set(s)
+  md = (tmp_path / "report" / "summary.md").read_text()
+  assert "X2CT-GAN's conventions" in md and md.count("cvaa_gan-cvaa") >= 2
+  assert (tmp_path / "report" / "figure.png").stat().st_size > 1000
+  assert (tmp_path / "report" / f"{second.name}_cases.csv").exists()
