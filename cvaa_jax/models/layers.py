@@ -66,7 +66,7 @@ class Conv3D(nnx.Module):
                use_bias: bool = True, bias_init: float = 0.0):
     init = jax.nn.initializers.he_normal(in_axis=(0, 1, 2, 3), out_axis=4)
     self.kernel = nnx.Param(init(rngs.params(), (kernel,) * 3 + (in_ch, out_ch)))
-    self.bias = nnx.Param(jnp.full((out_ch,), bias_init)) if use_bias else None
+    self.bias = nnx.Param(jnp.full((out_ch,), bias_init, jnp.float32)) if use_bias else None
     self.stride, self.padding, self.impl = stride, padding, impl
 
   def __call__(self, x: jax.Array) -> jax.Array:

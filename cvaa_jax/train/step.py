@@ -88,7 +88,13 @@ def render_views(cfg: StepConfig, volume: jax.Array, key: jax.Array | None = Non
   return tuple(out)
 
 
+def _strong(tree):
+  """Drops weak types, so the step's output state has exactly the input's types (no recompiles)."""
+  return jax.tree.map(lambda x: jnp.array(x, dtype=x.dtype), tree)
+
+
 def init_state(cfg: StepConfig, g_params, d_params, seed: int) -> TrainState:
+  g_params, d_params = _strong(g_params), _strong(d_params)
   return TrainState(step=jnp.zeros((), jnp.int32), g_params=g_params, d_params=d_params,
                     g_opt=cfg.g_tx.init(g_params), d_opt=cfg.d_tx.init(d_params),
                     ema_params=jax.tree.map(jnp.copy, g_params),
