@@ -18,7 +18,7 @@ import ml_collections
 
 from cvaa_jax.errors import ConfigError
 
-DATA_SOURCES = ("phantom", "ct_dir")
+DATA_SOURCES = ("phantom", "ct_dir", "pairs")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -29,6 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = "phantom"  # 'phantom': procedural lumbar CTs; 'ct_dir': a folder of the user's CTs.
   c.data.ct_dir = ""  # .nii/.nii.gz files and/or DICOM series folders (one case each).
+  c.data.pairs_dir = ""  # source 'pairs': one folder per case with ct.nii[.gz] (or ct/ DICOM) and
+  #                        its own frontal*/lateral* images (another DRR tool's, or real paired X-rays)
   c.data.num_phantoms = 32  # cases generated when source == 'phantom'.
   c.data.phantom_implant_prob = 0.4  # share of phantoms with pedicle screws.
   c.data.spacing_mm = 2.0  # isotropic voxel size of the model grid.
@@ -171,6 +173,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not pathlib.Path(d.ct_dir).expanduser().is_dir():
       raise ConfigError(f"config.data.ct_dir: folder {d.ct_dir} not found; set "
                         "--config.data.ct_dir to an existing folder of CTs.")
+  if d.source == "pairs" and not pathlib.Path(d.pairs_dir).expanduser().is_dir():
+    raise ConfigError(f"config.data.pairs_dir: folder {d.pairs_dir!r} not found; set "
+                      "--config.data.pairs_dir to a folder with one sub-folder per case.")
   for name in ("train.b1", "train.b2"):
     if not 0 <= given[name] < 1:
       raise ConfigError(f"config.{name}: Adam beta must lie in [0, 1), got {given[name]}.")

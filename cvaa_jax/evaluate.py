@@ -52,12 +52,12 @@ def evaluate_run(workdir: pathlib.Path, which: str, split: str, x2ct_range, case
   cases = cases if cases is not None else dataset.load_index(workdir / "data")
   if not any(c.split == split for c in cases):
     raise InputError(f"{workdir}: the split '{split}' holds no cases.")
-  predict = jax.jit(lambda p, v: step_lib.predict(scfg, p, v))
+  predict = jax.jit(lambda p, v, f=None, l=None: step_lib.predict(scfg, p, v, f, l))
   spacing = (config.data.spacing_mm,) * 3
   per_case, ids, preds = [], [], {}
   for batch in pipeline.eval_batches(cases, split, config.train.eval_batch_size):
     vol = jnp.asarray(batch["volume"])
-    pred = np.asarray(predict(params, vol))
+    pred = np.asarray(predict(params, vol, batch.get("frontal"), batch.get("lateral")))
     m = {k: np.asarray(v) for k, v in metrics.all_metrics(pred, vol, data_range=1.0).items()}
     for i, ok in enumerate(batch["valid"]):
       if not ok:

@@ -85,16 +85,6 @@ class Reconstructor:
     return transforms.unit_to_hu(vol)
 
 
-def _find_pair(case_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-  files = [p for p in case_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
-  pick = lambda prefixes: [p for p in files if p.name.lower().startswith(prefixes)]
-  fr, la = pick(("frontal", "ap")), pick(("lateral", "lat"))
-  if len(fr) != 1 or len(la) != 1:
-    raise InputError(f"{case_dir}: needs exactly one 'frontal*'/'ap*' and one 'lateral*'/'lat*' "
-                     f"image, found {len(fr)} and {len(la)}.")
-  return fr[0], la[0]
-
-
 def reconstruct_pair(rec: Reconstructor, frontal_path, lateral_path, out_path, domain="display",
                      png=True) -> dict:
   fr, la = xray_io.read_xray(frontal_path), xray_io.read_xray(lateral_path)
@@ -129,7 +119,7 @@ def main(argv):
       if not cases:
         raise InputError(f"{FLAGS.pairs}: no case sub-folders found.")
       for case in cases:
-        fr, la = _find_pair(case)
+        fr, la = xray_io.find_pair(case)
         jobs.append((fr, la, pathlib.Path(FLAGS.out) / f"{case.name}.nii.gz"))
     else:
       jobs.append((FLAGS.frontal, FLAGS.lateral, FLAGS.out))

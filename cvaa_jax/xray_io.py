@@ -95,3 +95,15 @@ def check_pair(frontal: np.ndarray, lateral: np.ndarray, frontal_path, lateral_p
   if max(ra, rb) / min(ra, rb) > 1.5:
     raise InputError(f"{frontal_path} ({frontal.shape}) and {lateral_path} ({lateral.shape}): "
                      "aspect ratios differ by more than 1.5x; are these views of one exam?")
+
+
+def find_pair(case_dir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+  """The one 'frontal*'/'ap*' and one 'lateral*'/'lat*' image of a case folder."""
+  case_dir = pathlib.Path(case_dir)
+  files = [p for p in case_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+  pick = lambda prefixes: [p for p in files if p.name.lower().startswith(prefixes)]
+  fr, la = pick(("frontal", "ap")), pick(("lateral", "lat"))
+  if len(fr) != 1 or len(la) != 1:
+    raise InputError(f"{case_dir}: needs exactly one 'frontal*'/'ap*' and one 'lateral*'/'lat*' "
+                     f"image, found {len(fr)} and {len(la)}.")
+  return fr[0], la[0]

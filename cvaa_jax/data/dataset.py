@@ -35,6 +35,7 @@ class Case:
   path: pathlib.Path  # the cached .npy
   affine: np.ndarray  # (4, 4) model grid -> world
   source: str
+  xray_paths: tuple[pathlib.Path, pathlib.Path] | None = None  # cached model-input X-rays (pairs)
 
   def load(self) -> np.ndarray:
     return np.load(self.path, mmap_mode="r")
@@ -71,11 +72,24 @@ def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
       case_seed = seed * 100_003 + i
       yield (f"phantom_{i:04d}", f"lumbar_phantom(seed={case_seed})",
              lambda s=case_seed, m=implants: phantom.lumbar_phantom(
-                 s, shape=(size,) * 3, spacing_mm=sp, implants=m).volume)
+                 s, shape=(size,) * 3, spacing_mm=sp, implants=m).volume, None)
+  elif data_cfg["source"] == "pairs":
+    from cvaa_jax import xray_io  # pylint: disable=g-import-not-at-top
+    root = pathlib.Path(data_cfg["pairs_dir"])
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+      raise InputError(f"{root}: no case sub-folders; each case needs ct.nii.gz (or a ct/ DICOM "
+                       "folder) and frontal*/lateral* images.")
+    for case in folders:
+      cts = [p for p in case.iterdir() if p.name.lower() in ("ct", "ct.nii", "ct.nii.gz")]
+      if len(cts) != 1:
+        raise InputError(f"{case}: needs one CT named ct.nii, ct.nii.gz or ct/ (DICOM series).")
+      yield (case.name, str(case), lambda p=cts[0]: io.load_ct(p, check_hu=data_cfg["check_hu"]),
+             xray_io.find_pair(case))
   else:
     for p in io.list_ct_files(data_cfg["ct_dir"]):
       name = p.name.replace(".nii.gz", "").replace(".nii", "")
-      yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"])
+      yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"]), None
 
 
 def preprocess_volume(vol: Volume, data_cfg: Mapping[str, Any]) -> Volume:
@@ -110,14 +124,21 @@ def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int =
       log(f"data: reusing cache {index_path} ({len(index['cases'])} cases)")
       return load_index(out)
   entries = {}
-  for case_id, source, load in _case_volumes(data_cfg, seed):
+  for case_id, source, load, xrays in _case_volumes(data_cfg, seed):
     cached = cases_dir / f"{case_id}.npy"
     vol = preprocess_volume(load(), data_cfg)
+    if xrays is not None:  # the user's own views: read, square, resize, scale like the DRRs
+      from cvaa_jax import xray_io  # pylint: disable=g-import-not-at-top
+      imgs = [xray_io.read_xray(x) for x in xrays]
+      xray_io.check_pair(*imgs, *xrays)
+      for view, img in zip(("frontal", "lateral"), imgs):
+        arr = xray_io.to_model_input(img, int(data_cfg["size"]))
+        _atomic_save(cases_dir / f"{case_id}_{view}.npy", lambda f, a=arr: np.save(f, a))
     _atomic_save(cached, lambda f, a=vol.array: np.save(f, a.astype(np.float32)))
     meta = {"affine": vol.affine.tolist(), "history": list(vol.history), "source": source}
     (cases_dir / f"{case_id}.json").write_text(json.dumps(meta, indent=1))
     entries[case_id] = {"source": source, "mean": float(vol.array.mean()),
-                        "max": float(vol.array.max())}
+                        "max": float(vol.array.max()), "xrays": xrays is not None}
     log(f"data: {case_id} <- {source}: {vol.shape}, mean {entries[case_id]['mean']:.4f}")
   if not entries:
     raise InputError(f"{data_cfg.get('ct_dir') or 'data'}: no cases to prepare.")
@@ -140,6 +161,9 @@ def load_index(out_dir: str | os.PathLike) -> list[Case]:
   cases = []
   for case_id, entry in sorted(index["cases"].items()):
     meta = json.loads((out / "cases" / f"{case_id}.json").read_text())
+    xrays = None
+    if entry.get("xrays"):
+      xrays = tuple(out / "cases" / f"{case_id}_{v}.npy" for v in ("frontal", "lateral"))
     cases.append(Case(case_id, entry["split"], out / "cases" / f"{case_id}.npy",
-                      np.asarray(meta["affine"]), entry["source"]))
+                      np.asarray(meta["affine"]), entry["source"], xrays))
   return cases

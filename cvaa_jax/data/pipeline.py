@@ -21,17 +21,22 @@ from cvaa_jax.data.dataset import Case
 
 
 class VolumeSource:
-  """Random-access source of cached volumes: {'volume': (S, S, S) float32 in [0, 1], 'index'}."""
+  """Random-access source of cached volumes: {'volume': (S, S, S) float32 in [0, 1], 'index'},
+  plus the case's own 'frontal' and 'lateral' images (S, S) when the data came as pairs."""
 
-  def __init__(self, paths: Sequence[str]):
+  def __init__(self, paths: Sequence[str], xray_paths: Sequence | None = None):
     self.paths = [str(p) for p in paths]
+    self.xray_paths = [tuple(str(x) for x in xp) for xp in xray_paths] if xray_paths else None
 
   def __len__(self) -> int:
     return len(self.paths)
 
   def __getitem__(self, index: int):
-    return {"volume": np.load(self.paths[index]).astype(np.float32),
-            "index": np.int32(index)}
+    out = {"volume": np.load(self.paths[index]).astype(np.float32), "index": np.int32(index)}
+    if self.xray_paths:
+      out["frontal"], out["lateral"] = (np.load(p).astype(np.float32)
+                                        for p in self.xray_paths[index])
+    return out
 
 
 @dataclasses.dataclass
@@ -62,13 +67,17 @@ def train_dataset(cases: Sequence[Case], batch_size: int, seed: int, num_epochs:
   `batch_size` is the per-process batch; each process reads its own slice of every epoch, so a
   multi-host run feeds disjoint data to each host.
   """
-  paths = [c.path for c in cases if c.split == "train"]
+  train = [c for c in cases if c.split == "train"]
+  paths = [c.path for c in train]
+  xrays = [c.xray_paths for c in train] if train and all(c.xray_paths for c in train) else None
+  if xrays:
+    shift_voxels = 0  # the user's images are fixed: shifting the CT would break the pairing
   if not paths:
     raise ValueError("train_dataset: the split holds no training cases; add data or change "
                      "config.data.split.")
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
-  ds = grain.MapDataset.source(VolumeSource(paths)).seed(seed).shuffle().repeat(num_epochs)
+  ds = grain.MapDataset.source(VolumeSource(paths, xrays)).seed(seed).shuffle().repeat(num_epochs)
   ds = ds[pi::pc]
   ds = ds.random_map(RandomShift(shift_voxels)).batch(batch_size, drop_remainder=True)
   it = ds.to_iter_dataset()
@@ -85,5 +94,9 @@ def eval_batches(cases: Sequence[Case], split: str, batch_size: int):
     part = chosen[start:start + batch_size]
     valid = [True] * len(part) + [False] * (batch_size - len(part))
     part = part + [part[-1]] * (batch_size - len(part))
-    yield {"volume": np.stack([np.asarray(c.load(), np.float32) for c in part]),
-           "valid": np.asarray(valid), "case_id": [c.case_id for c in part]}
+    batch = {"volume": np.stack([np.asarray(c.load(), np.float32) for c in part]),
+             "valid": np.asarray(valid), "case_id": [c.case_id for c in part]}
+    if all(c.xray_paths for c in part):
+      for i, view in enumerate(("frontal", "lateral")):
+        batch[view] = np.stack([np.load(c.xray_paths[i]).astype(np.float32) for c in part])
+    yield batch

@@ -100,7 +100,7 @@ def evaluate(scfg, params, cases, split: str, batch_size: int, predict_fn) -> tu
   per_case, ids = [], []
   for batch in pipeline.eval_batches(cases, split, batch_size):
     vol = jnp.asarray(batch["volume"])
-    pred = predict_fn(params, vol)
+    pred = predict_fn(params, vol, batch.get("frontal"), batch.get("lateral"))
     m = {k: np.asarray(v) for k, v in metrics_lib.all_metrics(pred, vol, data_range=1.0).items()}
     for i, ok in enumerate(batch["valid"]):
       if ok:
@@ -148,10 +148,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   data_sharding = NamedSharding(mesh, P("data"))
   scfg, host_state = build(config, total)
   state = jax.device_put(host_state, replicated)
+  keys = ("volume", "frontal", "lateral") if all(
+      c.xray_paths for c in cases if c.split == "train") else ("volume",)
   step_fn = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b),
-                    in_shardings=(replicated, {"volume": data_sharding}),
+                    in_shardings=(replicated, {k: data_sharding for k in keys}),
                     out_shardings=(replicated, replicated), donate_argnums=0)
-  predict_fn = jax.jit(lambda p, v: step_lib.predict(scfg, p, v))
+  predict_fn = jax.jit(lambda p, v, f=None, l=None: step_lib.predict(scfg, p, v, f, l))
 
   per_process = t.batch_size // jax.process_count()
   data = pipeline.train_dataset(cases, per_process, seed=config.seed, num_epochs=None,
@@ -169,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   try:
     for step in range(start, total):
       local = next(data_iter)
-      batch = {"volume": jax.make_array_from_process_local_data(data_sharding, local["volume"])}
+      batch = {k: jax.make_array_from_process_local_data(data_sharding, local[k]) for k in keys}
       state, m = step_fn(state, batch)
       done = step + 1
       if done % t.log_every == 0 or done == total:
@@ -230,7 +232,8 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
   logging.info("%s metrics:\n%s", split, (out / f"{split}_summary.md").read_text())
   first = next(c for c in cases if c.split == split)
   vol = jnp.asarray(np.asarray(first.load())[None])
-  pred = np.asarray(predict_fn(state.ema_params, vol))[0]
+  views = [jnp.asarray(np.load(x)[None]) for x in first.xray_paths] if first.xray_paths else []
+  pred = np.asarray(predict_fn(state.ema_params, vol, *views))[0]
   viz.save_slices_png({"ground truth": np.asarray(vol[0]), name: pred},
                       out / f"{split}_{first.case_id}.png", vmax=0.35)
   return {"split": split, "model": summary, "mean_volume_baseline": base,

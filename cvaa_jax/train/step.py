@@ -110,7 +110,10 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
   """One D update then one G update on the same generated volumes; returns (state, metrics)."""
   key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   volume = batch["volume"]
-  frontal, lateral = render_views(cfg, volume, key)
+  if "frontal" in batch:  # the user's own paired images
+    frontal, lateral = batch["frontal"], batch["lateral"]
+  else:
+    frontal, lateral = render_views(cfg, volume, key)
 
   gen = (lambda p: g_apply(cfg, p, frontal, lateral)[0])
   if cfg.remat:
@@ -158,9 +161,10 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
   return new, metrics
 
 
-def predict(cfg: StepConfig, params, volume: jax.Array):
-  """Renders the (deterministic) views of `volume` and reconstructs it with `params`."""
-  frontal, lateral = render_views(cfg, volume)
+def predict(cfg: StepConfig, params, volume: jax.Array, frontal=None, lateral=None):
+  """Reconstructs `volume` from its given views, or from its (deterministic) DRRs."""
+  if frontal is None:
+    frontal, lateral = render_views(cfg, volume)
   return g_apply(cfg, params, frontal, lateral)[0]
 
 
