@@ -141,3 +141,32 @@ def test_evaluator_puts_runs_in_one_table_and_figure(workdir, tmp_path):
   assert "X2CT-GAN's conventions" in md and md.count("cvaa_gan-cvaa") >= 2
   assert (tmp_path / "report" / "figure.png").stat().st_size > 1000
   assert (tmp_path / "report" / f"{second.name}_cases.csv").exists()
+
+
+def _write_dicom_dx(path, pixels, photometric):
+  import pydicom  # pylint: disable=g-import-not-at-top
+  from pydicom.dataset import FileDataset, FileMetaDataset  # pylint: disable=g-import-not-at-top
+  from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # pylint: disable=g-import-not-at-top
+  meta = FileMetaDataset()
+  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+  ds.Modality = "DX"
+  ds.Rows, ds.Columns = pixels.shape
+  ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+  ds.RescaleSlope, ds.RescaleIntercept = 2.0, 10.0
+  ds.PixelData = pixels.astype(np.uint16).tobytes()
+  pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+  return path
+
+
+def test_dicom_radiographs_are_rescaled_and_monochrome1_inverted(tmp_path):
+  pixels = np.tile(np.arange(32, dtype=np.uint16)[None, :] * 100, (24, 1))
+  m2 = xray_io.read_xray(_write_dicom_dx(tmp_path / "a.dcm", pixels, "MONOCHROME2"))
+  np.testing.assert_allclose(m2, pixels * 2.0 + 10.0)
+  m1 = xray_io.read_xray(_write_dicom_dx(tmp_path / "b.dcm", pixels, "MONOCHROME1"))
+  np.testing.assert_allclose(m1, m2.max() - m2)  # bright = dense after inversion
+  model_in = xray_io.to_model_input(m2, 16)
+  assert model_in.shape == (16, 16) and model_in.min() == 0.0 and model_in.max() == 1.0

@@ -44,17 +44,19 @@ def make_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((devices,), ("data",))
 
 
-def build(config: ml_collections.ConfigDict, total_steps: int):
-  """Models, step config and a fresh state (host arrays)."""
+def build(config: ml_collections.ConfigDict, total_steps: int, abstract: bool = False):
+  """Models, step config and a fresh state; `abstract`: shapes only (nothing allocated), e.g. to
+  compile the paper-size step for its memory analysis on a small machine."""
   d = config.data
   model_kwargs = {k: v for k, v in config.model.to_dict().items()
                   if k not in ("name", "disc_channels", "disc_layers")}
   gcfg = models.GeneratorConfig(size=d.size, parallel=config.drr.parallel,
                                 fov_mm=d.size * d.spacing_mm, sid=config.drr.sid,
                                 sdd=config.drr.sdd, **model_kwargs)
-  g = models.create(models.generator_ctor(config.model.name, gcfg), seed=config.seed)
-  disc = models.create(models.discriminator_ctor(gcfg, config.model.disc_channels,
-                                                 config.model.disc_layers), seed=config.seed + 1)
+  make = (lambda ctor, seed: models.abstract(ctor)) if abstract else models.create
+  g = make(models.generator_ctor(config.model.name, gcfg), seed=config.seed)
+  disc = make(models.discriminator_ctor(gcfg, config.model.disc_channels,
+                                        config.model.disc_layers), seed=config.seed + 1)
   g_graphdef, g_params = nnx.split(g, nnx.Param)
   d_graphdef, d_params = nnx.split(disc, nnx.Param)
   t = config.train
@@ -66,7 +68,9 @@ def build(config: ml_collections.ConfigDict, total_steps: int):
       w_recon=t.w_recon, w_proj=t.w_proj, ema_decay=t.ema_decay,
       noise_photons=config.drr.noise_photons, intensity_gain=config.drr.intensity_gain,
       intensity_gamma=config.drr.intensity_gamma, remat=t.remat)
-  state = step_lib.init_state(scfg, g_params.to_pure_dict(), d_params.to_pure_dict(), config.seed)
+  init = lambda g, d: step_lib.init_state(scfg, g, d, config.seed)
+  args = (g_params.to_pure_dict(), d_params.to_pure_dict())
+  state = jax.eval_shape(init, *args) if abstract else init(*args)
   return scfg, state
 
 
