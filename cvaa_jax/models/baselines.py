@@ -41,12 +41,9 @@ class X2CTGenerator(nnx.Module):
     self.skips = nnx.List([nnx.List([ViewLift(c2[l], c3[l], cfg.views[v], rngs=rngs)
                                      for l in range(top)]) for v in range(2)])
     self.deep_block = ConvBlock3D(c3[top], c3[top], rngs=rngs)
-    ups, blocks = [], []
-    for l in range(top - 1, -1, -1):
-      ups.append(UpConv3D(c3[l + 1], c3[l], rngs=rngs))
-      blocks.append(ConvBlock3D(2 * c3[l], c3[l], rngs=rngs))
-    self.ups = nnx.List(ups)
-    self.blocks = nnx.List(blocks)
+    self.ups = _up_path(c3, top, rngs)
+    self.blocks = nnx.List([ConvBlock3D(2 * c3[l], c3[l], rngs=rngs)
+                            for l in range(top - 1, -1, -1)])
     self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
   def __call__(self, frontal, lateral):
@@ -74,6 +71,20 @@ def _channels_to_depth(x: jax.Array, depth: int, axis: int) -> jax.Array:
   return v
 
 
+def _strided_encoder(in_ch: int, c2, levels: int, rngs: nnx.Rngs):
+  """(stem, downs) of the plain 2D encoders of 3DCNN and PSR: a 3x3 block, then one stride-2 k4
+  block per level."""
+  stem = ConvBlock2D(in_ch, c2[0], 3, rngs=rngs)
+  downs = nnx.List([ConvBlock2D(c2[l - 1], c2[l], 4, stride=2, rngs=rngs)
+                    for l in range(1, levels + 1)])
+  return stem, downs
+
+
+def _up_path(c3, levels: int, rngs: nnx.Rngs):
+  """One UpConv3D per decoder level, deepest first."""
+  return nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(levels - 1, -1, -1)])
+
+
 class CNN3DGenerator(nnx.Module):
   """The 2D-encoder / 3D-decoder network of Henzler et al. (2018, "Single-image tomography: 3D
   volumes from 2D cranial X-rays"), fed with both views.
@@ -88,12 +99,10 @@ class CNN3DGenerator(nnx.Module):
     self.cfg = cfg
     c2, c3 = cfg.ch2d, cfg.ch3d
     top, s = cfg.levels, cfg.size // 2 ** cfg.levels
-    self.stem = ConvBlock2D(2, c2[0], 3, rngs=rngs)
-    self.downs = nnx.List([ConvBlock2D(c2[l - 1], c2[l], 4, stride=2, rngs=rngs)
-                           for l in range(1, top + 1)])
+    self.stem, self.downs = _strided_encoder(2, c2, top, rngs)
     self.to_depth = nnx.Conv(c2[top], s * c3[top], (1, 1), rngs=rngs)
     self.skips = nnx.List([ViewLift(c2[l], c3[l], cfg.views[0], rngs=rngs) for l in range(top)])
-    self.ups = nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
+    self.ups = _up_path(c3, top, rngs)
     self.blocks = nnx.List([ConvBlock3D(2 * c3[l], c3[l], rngs=rngs)
                             for l in range(top - 1, -1, -1)])
     self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
@@ -125,12 +134,10 @@ class PSRGenerator(nnx.Module):
     self.cfg = cfg
     c2, c3 = cfg.ch2d, cfg.ch3d
     top, s = cfg.levels, cfg.size // 2 ** cfg.levels
-    self.stem = ConvBlock2D(1, c2[0], 3, rngs=rngs)
-    self.downs = nnx.List([ConvBlock2D(c2[l - 1], c2[l], 4, stride=2, rngs=rngs)
-                           for l in range(1, top + 1)])
+    self.stem, self.downs = _strided_encoder(1, c2, top, rngs)
     self.res = nnx.List([ConvBlock2D(c2[l], c2[l], 3, rngs=rngs) for l in range(1, top + 1)])
     self.transform = nnx.Conv(c2[top], s * c3[top], (1, 1), rngs=rngs)
-    self.ups = nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
+    self.ups = _up_path(c3, top, rngs)
     self.blocks = nnx.List([ConvBlock3D(c3[l], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
     self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
