@@ -130,7 +130,9 @@ def _make(source, center, u, v, pixel_size, shape, parallel, aligned) -> Geometr
   ps = np.broadcast_to(np.asarray(pixel_size, dtype=np.float64), (2,))
   if np.any(ps <= 0):
     raise InputError(f"detector pixel size must be positive, got {ps.tolist()} mm.")
-  f32 = lambda a: jnp.asarray(a, dtype=jnp.float32)
+  # NumPy leaves: a geometry built inside `jit` stays concrete, so the projector can precompute its
+  # sampling weights on the host (see project.joseph_weights); passed into jit, they become traced.
+  f32 = lambda a: np.asarray(a, dtype=np.float32)
   return Geometry(f32(source), f32(center), f32(u), f32(v), f32(ps), shape=shape,
                   parallel=parallel, aligned_axis=aligned)
 
