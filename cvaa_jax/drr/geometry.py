@@ -131,7 +131,7 @@ def _make(source, center, u, v, pixel_size, shape, parallel, aligned) -> Geometr
   if np.any(ps <= 0):
     raise InputError(f"detector pixel size must be positive, got {ps.tolist()} mm.")
   # NumPy leaves: a geometry built inside `jit` stays concrete, so the projector can precompute its
-  # sampling weights on the host (see project.joseph_weights); passed into jit, they become traced.
+  # sampling on the host (see project.joseph_plan); passed into jit, they become traced.
   f32 = lambda a: np.asarray(a, dtype=np.float32)
   return Geometry(f32(source), f32(center), f32(u), f32(v), f32(ps), shape=shape,
                   parallel=parallel, aligned_axis=aligned)

@@ -150,9 +150,6 @@ def joseph_plan(geometry: Geometry, shape, spacing, origin) -> HostPlan | tuple[
   return _host_plan(key)
 
 
-joseph_weights = joseph_plan  # the name the previous API used
-
-
 @functools.lru_cache(maxsize=8)
 def _host_plan(key) -> HostPlan:
   (src, dc, u, v, ps, sp, org), det_shape, parallel, p, shape = key

@@ -41,10 +41,7 @@ class X2CTGenerator(nnx.Module):
     self.skips = nnx.List([nnx.List([ViewLift(c2[l], c3[l], cfg.views[v], rngs=rngs)
                                      for l in range(top)]) for v in range(2)])
     self.deep_block = ConvBlock3D(c3[top], c3[top], rngs=rngs)
-    self.ups = _up_path(c3, top, rngs)
-    self.blocks = nnx.List([ConvBlock3D(2 * c3[l], c3[l], rngs=rngs)
-                            for l in range(top - 1, -1, -1)])
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
+    self.ups, self.blocks, self.head = _decoder(c3, top, rngs, skip_concat=True)
 
   def __call__(self, frontal, lateral):
     dt = jnp.dtype(self.cfg.dtype)
@@ -80,9 +77,13 @@ def _strided_encoder(in_ch: int, c2, levels: int, rngs: nnx.Rngs):
   return stem, downs
 
 
-def _up_path(c3, levels: int, rngs: nnx.Rngs):
-  """One UpConv3D per decoder level, deepest first."""
-  return nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(levels - 1, -1, -1)])
+def _decoder(c3, levels: int, rngs: nnx.Rngs, skip_concat: bool):
+  """Deepest first: one UpConv3D and one ConvBlock3D per level (input doubled where a skip is
+  concatenated), then the 1x1 output head."""
+  ups = nnx.List([UpConv3D(c3[l + 1], c3[l], rngs=rngs) for l in range(levels - 1, -1, -1)])
+  blocks = nnx.List([ConvBlock3D((2 if skip_concat else 1) * c3[l], c3[l], rngs=rngs)
+                     for l in range(levels - 1, -1, -1)])
+  return ups, blocks, Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
 
 class CNN3DGenerator(nnx.Module):
@@ -102,10 +103,7 @@ class CNN3DGenerator(nnx.Module):
     self.stem, self.downs = _strided_encoder(2, c2, top, rngs)
     self.to_depth = nnx.Conv(c2[top], s * c3[top], (1, 1), rngs=rngs)
     self.skips = nnx.List([ViewLift(c2[l], c3[l], cfg.views[0], rngs=rngs) for l in range(top)])
-    self.ups = _up_path(c3, top, rngs)
-    self.blocks = nnx.List([ConvBlock3D(2 * c3[l], c3[l], rngs=rngs)
-                            for l in range(top - 1, -1, -1)])
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
+    self.ups, self.blocks, self.head = _decoder(c3, top, rngs, skip_concat=True)
 
   def __call__(self, frontal, lateral):
     dt = jnp.dtype(self.cfg.dtype)
@@ -137,9 +135,7 @@ class PSRGenerator(nnx.Module):
     self.stem, self.downs = _strided_encoder(1, c2, top, rngs)
     self.res = nnx.List([ConvBlock2D(c2[l], c2[l], 3, rngs=rngs) for l in range(1, top + 1)])
     self.transform = nnx.Conv(c2[top], s * c3[top], (1, 1), rngs=rngs)
-    self.ups = _up_path(c3, top, rngs)
-    self.blocks = nnx.List([ConvBlock3D(c3[l], c3[l], rngs=rngs) for l in range(top - 1, -1, -1)])
-    self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
+    self.ups, self.blocks, self.head = _decoder(c3, top, rngs, skip_concat=False)
 
   def __call__(self, frontal, lateral):
     del lateral  # single-view method
