@@ -45,6 +45,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.drr.parallel = False  # cone beam (clinical) by default; the models' lifting follows it
   c.drr.sid = 750.0  # source to isocentre, mm
   c.drr.sdd = 1000.0  # source to detector, mm
+  # Geometry randomisation: each training sample draws its own view geometry, which the models'
+  # lifting then uses (models/projection.py). SID is drawn uniformly in 1/SID; the SDD needs no
+  # range, since images are resampled onto the isocentre plane where it drops out.
+  c.drr.sid_range = (0.0, 0.0)  # (min, max) source to isocentre, mm; (0, 0): always drr.sid
+  c.drr.parallel_share = 0.0  # share of views rendered as parallel beams
+  c.drr.opposite_side_share = 0.0  # share of views taken from the other side (PA / right lateral)
   c.drr.noise_photons = 0.0  # > 0: Poisson detector noise at this many photons per pixel
   c.drr.intensity_gain = 0.0  # random gain +- this
   c.drr.intensity_gamma = 0.0  # random gamma +- this
@@ -176,6 +182,16 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if d.source == "pairs" and not pathlib.Path(d.pairs_dir).expanduser().is_dir():
     raise ConfigError(f"config.data.pairs_dir: folder {d.pairs_dir!r} not found; set "
                       "--config.data.pairs_dir to a folder with one sub-folder per case.")
+  lo, hi = (tuple(cfg.drr.sid_range) + (0.0, 0.0))[:2]
+  if len(cfg.drr.sid_range) != 2 or not ((lo == hi == 0) or 0 < lo <= hi):
+    raise ConfigError(f"config.drr.sid_range: need (min, max) mm with 0 < min <= max, or (0, 0) "
+                      f"for the fixed config.drr.sid; got {tuple(cfg.drr.sid_range)}.")
+  if 0 < lo and d.size * d.spacing_mm / 2 * 1.74 >= lo:
+    raise ConfigError(f"config.drr.sid_range: min {lo} mm puts the X-ray source inside the "
+                      f"{d.size * d.spacing_mm:g} mm volume; increase it.")
+  for name in ("drr.parallel_share", "drr.opposite_side_share"):
+    if not 0 <= given[name] <= 1:
+      raise ConfigError(f"config.{name}: must lie in [0, 1], got {given[name]}.")
   for name in ("train.b1", "train.b2"):
     if not 0 <= given[name] < 1:
       raise ConfigError(f"config.{name}: Adam beta must lie in [0, 1), got {given[name]}.")

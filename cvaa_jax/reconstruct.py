@@ -1,42 +1,53 @@
 """Reconstruct a CT from a frontal + lateral X-ray pair with a trained model.
 
-  python -m cvaa_jax.reconstruct --workdir=runs/lumbar --frontal=AP.png --lateral=LAT.png \\
-      --out=ct.nii.gz [--which=best] [--png] [--domain=display]
+  python -m cvaa_jax.reconstruct --workdir=runs/lumbar --frontal=AP.dcm --lateral=LAT.dcm \\
+      --out=ct.nii.gz [--which=best] [--png] [--domain=display] [--iso=x,y,z]
+      [--frontal_side=ap|pa] [--lateral_side=left|right] [--beam=cone|parallel] [--sid=MM]
+      [--sdd=MM] [--pixel_mm=ROW[,COL]] (each also per view: --frontal_sid, --lateral_sdd, ...)
   python -m cvaa_jax.reconstruct --workdir=runs/lumbar --pairs=folder_of_cases --out=out_folder
 
+Each view's acquisition geometry (beam, SID, SDD, pixel pitch, principal point, side, image
+orientation) is taken from the flags, else from the file (DICOM DX/CR tags, 2-D NIfTI affines), else
+from the run's training geometry (`cvaa_jax.acquisition`); the images are resampled onto the model's
+canonical views with it, the models lift them with it, and the consistency re-rendering uses it.
+The output NIfTI (HU, RAS, `spacing_mm` isotropic) is centred on the isocentre: `--iso`, or where
+the central rays of two located 2-D NIfTI detectors meet, else the world origin (the report says
+which). `reconstruct_report.json` records every geometry value with its source, and a
+projection-consistency score per view (no ground truth needed).
+
 A folder of pairs holds one sub-folder per case with two images whose names start with
-'frontal'/'ap' and 'lateral'/'lat'. Output: NIfTI in HU on the model grid (RAS, `spacing_mm`
-isotropic, centred on the isocentre: X-rays carry no patient coordinates), optional mid-slice PNG,
-and a projection-consistency score per case: the reconstruction is re-projected with the DRR
-renderer in the training geometry and compared with its own inputs (no ground truth needed).
+'frontal'/'ap'/'pa' and 'lateral'/'lat'.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import sys
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from cvaa_jax import acquisition, viz, xray_io
 from cvaa_jax import config as config_lib
-from cvaa_jax import viz, xray_io
 from cvaa_jax.data import io, transforms
 from cvaa_jax.data.volume import Volume
 from cvaa_jax.errors import CvaaError, InputError
 from cvaa_jax.models import projection
 
 FLAGS = flags.FLAGS
+VIEWS = ("frontal", "lateral")
 
 
 def define_flags() -> None:
   """Command-line flags, defined only when run as a program (the module stays importable)."""
   flags.DEFINE_string("workdir", None, "A folder launch.py trained in (has config.json, checkpoints).")
-  flags.DEFINE_string("frontal", None, "Frontal (AP) radiograph.")
+  flags.DEFINE_string("frontal", None, "Frontal (AP or PA) radiograph.")
   flags.DEFINE_string("lateral", None, "Lateral radiograph.")
   flags.DEFINE_string("pairs", None, "Folder with one sub-folder per case (instead of --frontal/--lateral).")
   flags.DEFINE_string("out", None, "Output .nii.gz (one pair) or folder (--pairs).")
@@ -44,10 +55,118 @@ def define_flags() -> None:
   flags.DEFINE_enum("domain", "display", ["display", "intensity"],
                     "'display': bright = dense (PACS exports); 'intensity': raw detector signal.")
   flags.DEFINE_bool("png", True, "Also write a mid-slice PNG.")
+  flags.DEFINE_string("iso", None, "Isocentre x,y,z in mm (RAS, patient frame) to centre the output on.")
+  flags.DEFINE_enum("beam", None, ["cone", "parallel"], "Beam of both views (per view: --frontal_beam).")
+  flags.DEFINE_float("sid", None, "Source-isocentre distance of both views, mm.")
+  flags.DEFINE_float("sdd", None, "Source-detector distance of both views, mm.")
+  flags.DEFINE_string("pixel_mm", None, "Detector pixel pitch of both views: 'p' or 'row,col' mm.")
+  for view in VIEWS:
+    sides = acquisition.SIDES[view]
+    flags.DEFINE_enum(f"{view}_side", None, list(sides),
+                      f"Side the {view} was taken from ({' / '.join(sides)}"
+                      + ("; the side the detector is on)" if view == "lateral" else ")"))
+    flags.DEFINE_enum(f"{view}_beam", None, ["cone", "parallel"], f"Beam of the {view}.")
+    flags.DEFINE_float(f"{view}_sid", None, f"Source-isocentre distance of the {view}, mm.")
+    flags.DEFINE_float(f"{view}_sdd", None, f"Source-detector distance of the {view}, mm.")
+    flags.DEFINE_string(f"{view}_pixel_mm", None, f"Detector pitch of the {view}: 'p' or 'row,col'.")
+    flags.DEFINE_string(f"{view}_orientation", None,
+                        f"Patient directions of the {view}'s increasing column and row, e.g. "
+                        f"{','.join(acquisition.CANONICAL[view])} (DICOM PatientOrientation).")
+    flags.DEFINE_string(f"{view}_center", None,
+                        f"Principal point of the {view} as row,col pixel indices (default: centre).")
+
+
+def view_flags(view: str) -> dict[str, Any]:
+  """The geometry flags of one view (per-view flags over the shared ones)."""
+  out = {}
+  for field in ("beam", "sid", "sdd", "pixel_mm"):
+    v = getattr(FLAGS, f"{view}_{field}")
+    out[field] = v if v is not None else getattr(FLAGS, field)
+  for field in ("side", "orientation", "center"):
+    out[field] = getattr(FLAGS, f"{view}_{field}")
+  return out
+
+
+def parse_iso(text: str | None) -> np.ndarray | None:
+  if text is None:
+    return None
+  try:
+    iso = np.array([float(v) for v in text.split(",")])
+  except ValueError:
+    iso = np.zeros(0)
+  if iso.shape != (3,) or not np.all(np.isfinite(iso)):
+    raise InputError(f"--iso={text}: give three numbers x,y,z in mm (RAS), e.g. --iso=0,-20,35.")
+  return iso
+
+
+@dataclasses.dataclass
+class PreparedPair:
+  """Both views on the model's canonical grid, their geometry and where the output goes."""
+
+  frontal: np.ndarray  # (S, S) float32 in [0, 1]
+  lateral: np.ndarray
+  geometry: np.ndarray  # (2,) signed inverse source distances (frontal, lateral)
+  iso: np.ndarray  # (3,) isocentre, RAS mm
+  report: dict
+
+
+def prepare_pair(frontal_path, lateral_path, ref: acquisition.Reference,
+                 flags_by_view: dict[str, dict] | None = None, iso: np.ndarray | None = None,
+                 domain: str = "display") -> PreparedPair:
+  """Reads, checks and places both views; every problem is one InputError naming the file."""
+  flags_by_view = flags_by_view or {v: {} for v in VIEWS}
+  paths = {"frontal": pathlib.Path(frontal_path), "lateral": pathlib.Path(lateral_path)}
+  if paths["frontal"].exists() and paths["lateral"].exists() and \
+      paths["frontal"].resolve() == paths["lateral"].resolve():
+    raise InputError(f"{frontal_path}: given as both the frontal and the lateral view; pass the two "
+                     "radiographs of the exam.")
+  read = {v: xray_io.read_xray_meta(paths[v]) for v in VIEWS}
+  (fimg, fmeta), (limg, lmeta) = read["frontal"], read["lateral"]
+  if fimg.shape == limg.shape and np.array_equal(fimg, limg):
+    raise InputError(f"{frontal_path} and {lateral_path}: the two files hold the same image; pass "
+                     "the frontal and the lateral radiograph of the exam.")
+  report: dict[str, Any] = {}
+  sides: dict[str, str | None] = {v: None for v in VIEWS}
+  if iso is not None:
+    report["iso"], report["iso_source"] = iso.tolist(), "flag --iso"
+  if "detector" in fmeta and "detector" in lmeta:
+    located, gap = acquisition.isocentre_from_detectors(fmeta["detector"], lmeta["detector"])
+    for v, meta in (("frontal", fmeta), ("lateral", lmeta)):
+      sides[v] = acquisition.side_from_detector(v, meta["detector"]["center"], located)
+    if iso is None:
+      iso = located
+      report["iso"] = iso.tolist()
+      report["iso_source"] = f"central rays of the two NIfTI detectors (they pass {gap:.2f} mm apart)"
+  if iso is None:
+    iso = np.zeros(3)
+    report["iso"], report["iso_source"] = [0.0, 0.0, 0.0], (
+        "default: the world origin (no --iso, and the files do not locate their detectors); the "
+        "output is centred on the isocentre, not placed in the patient frame")
+  acqs = {}
+  for v, (img, meta) in read.items():
+    acqs[v] = acquisition.resolve(v, img.shape, meta, flags_by_view.get(v, {}), ref,
+                                  str(paths[v]), side_from_position=sides[v])
+  defaulted = [v for v in VIEWS if acqs[v].sources["pixel_mm"].startswith("default")]
+  if len(defaulted) == 2:
+    (r1, c1), (r2, c2) = fimg.shape, limg.shape
+    if abs(r1 / r2 - 1) > 0.02 or abs(c1 / c2 - 1) > 0.02:
+      raise InputError(f"{frontal_path} ({r1}x{c1}) and {lateral_path} ({r2}x{c2}): different pixel "
+                       "grids and no pixel pitch known for either; give --frontal_pixel_mm and "
+                       "--lateral_pixel_mm (or DICOM files with ImagerPixelSpacing).")
+  views = {}
+  for v, (img, _) in read.items():
+    if min(img.shape) < ref.size:
+      raise InputError(f"{paths[v]}: image {img.shape[0]}x{img.shape[1]} is smaller than the "
+                       f"model's {ref.size}x{ref.size} input; give the full-resolution export.")
+    line = xray_io.to_line_integral(img, domain)
+    views[v] = xray_io.normalize(acquisition.to_canonical_view(line, acqs[v], ref))
+    report[v] = {"file": str(paths[v]), "shape": list(img.shape), **acqs[v].report()}
+  geometry = np.array([acqs["frontal"].inv_sid, acqs["lateral"].inv_sid], np.float32)
+  return PreparedPair(views["frontal"], views["lateral"], geometry, np.asarray(iso, float), report)
 
 
 class Reconstructor:
-  """Loads a run's EMA generator once; `__call__` reconstructs one pair."""
+  """Loads a run's EMA generator once; `__call__` reconstructs one prepared pair."""
 
   def __init__(self, workdir: str | pathlib.Path, which: str = "best"):
     from cvaa_jax.train import loop, step as step_lib  # pylint: disable=g-import-not-at-top
@@ -56,14 +175,35 @@ class Reconstructor:
       which = "latest"
     self.scfg, self.params, self.step = loop.restore_for_inference(self.config, workdir, which)
     self.size = self.config.data.size
-    self._forward = jax.jit(lambda p, f, l: step_lib.g_apply(self.scfg, p, f, l)[0])
-    self._render = jax.jit(lambda v: step_lib.render_views(self.scfg, v))
+    self.model = f"{workdir} ({which} checkpoint, step {self.step})"
+    self.forward: Callable = jax.jit(
+        lambda p, f, l, g: step_lib.g_apply(self.scfg, p, f, l, g)[0])
+    self._render_at = jax.jit(lambda v, g: step_lib.render_views(self.scfg, v, geometry=g))
 
-  def __call__(self, frontal: np.ndarray, lateral: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Model-input images (S, S) -> ([0, 1] volume (S, S, S), consistency scores)."""
+  @property
+  def reference(self) -> acquisition.Reference:
+    d, r = self.config.data, self.config.drr
+    return acquisition.Reference(parallel=r.parallel, sid=r.sid, sdd=r.sdd,
+                                 fov_mm=d.size * d.spacing_mm, size=d.size)
+
+  def default_geometry(self) -> np.ndarray:
+    return np.array([s.inv_sid for s in self.scfg.views], np.float32)
+
+  def _render(self, volume, geometry=None):
+    """DRRs of (B, S, S, S) volumes at per-sample canonical geometry (B, 2), default: training."""
+    volume = jnp.asarray(volume)
+    if geometry is None:
+      geometry = np.broadcast_to(self.default_geometry(), (volume.shape[0], 2))
+    return self._render_at(volume, jnp.asarray(geometry, jnp.float32))
+
+  def __call__(self, frontal: np.ndarray, lateral: np.ndarray, geometry: np.ndarray | None = None
+               ) -> tuple[np.ndarray, dict]:
+    """Canonical model-input images (S, S) and their geometry (2,) -> ([0, 1] volume (S, S, S),
+    consistency scores of its re-rendering in the same geometry)."""
+    g = jnp.asarray((self.default_geometry() if geometry is None else geometry)[None], jnp.float32)
     f, l = jnp.asarray(frontal)[None], jnp.asarray(lateral)[None]
-    vol = self._forward(self.params, f, l)
-    rf, rl = self._render(vol)
+    vol = self.forward(self.params, f, l, g)
+    rf, rl = self._render_at(vol, g)
     scores = {}
     for name, a, b in (("frontal", f, rf), ("lateral", l, rl)):
       a, b = np.asarray(a[0], np.float64), np.asarray(b[0], np.float64)
@@ -72,13 +212,13 @@ class Reconstructor:
       scores[f"{name}_ncc"] = ncc
     return np.asarray(vol[0]), scores
 
-  def volume(self, unit: np.ndarray) -> Volume:
-    """The model-grid volume in HU with its RAS affine (isocentre at the origin)."""
+  def volume(self, unit: np.ndarray, iso=(0.0, 0.0, 0.0)) -> Volume:
+    """The model-grid volume in HU with its RAS affine, centred on the isocentre `iso` (mm)."""
     d = self.config.data
     sp, origin = projection.grid(self.size, self.size * d.spacing_mm)
     affine = np.eye(4)
     affine[:3, :3] = np.diag(sp)
-    affine[:3, 3] = origin
+    affine[:3, 3] = origin + np.asarray(iso, float)
     vol = Volume(unit, affine, source="reconstruction",
                  history=({"op": "scale_intensity_range", "a_min": d.hu_min, "a_max": d.hu_max,
                            "b_min": 0.0, "b_max": 1.0, "clip": True},))
@@ -86,21 +226,20 @@ class Reconstructor:
 
 
 def reconstruct_pair(rec: Reconstructor, frontal_path, lateral_path, out_path, domain="display",
-                     png=True) -> dict:
-  fr, la = xray_io.read_xray(frontal_path), xray_io.read_xray(lateral_path)
-  xray_io.check_pair(fr, la, frontal_path, lateral_path)
-  f = xray_io.to_model_input(fr, rec.size, domain)
-  l = xray_io.to_model_input(la, rec.size, domain)
+                     png=True, flags_by_view=None, iso=None, prepared: PreparedPair | None = None
+                     ) -> dict:
+  pair = prepared or prepare_pair(frontal_path, lateral_path, rec.reference, flags_by_view, iso,
+                                  domain)
   t = time.perf_counter()
-  unit, scores = rec(f, l)
+  unit, scores = rec(pair.frontal, pair.lateral, pair.geometry)
   latency = time.perf_counter() - t
   out_path = pathlib.Path(out_path)
-  io.save_nifti(rec.volume(unit), out_path)
+  io.save_nifti(rec.volume(unit, pair.iso), out_path)
   if png:
     viz.save_slices_png({"reconstruction": unit}, out_path.with_name(
         out_path.name.replace(".nii.gz", "").replace(".nii", "") + ".png"), vmax=0.35)
   return {"frontal": str(frontal_path), "lateral": str(lateral_path), "out": str(out_path),
-          "seconds": latency, **scores}
+          "model": rec.model, "seconds": latency, **scores, "geometry": pair.report}
 
 
 def main(argv):
@@ -111,6 +250,8 @@ def main(argv):
     if FLAGS.pairs is None and not (FLAGS.frontal and FLAGS.lateral):
       missing = "--frontal" if not FLAGS.frontal else "--lateral"
       raise InputError(f"{missing} is missing: give both views, or --pairs=<folder>.")
+    iso = parse_iso(FLAGS.iso)
+    by_view = {v: view_flags(v) for v in VIEWS}
     # Check every input before loading the model, so bad files fail fast with one line.
     jobs = []
     if FLAGS.pairs:
@@ -123,10 +264,15 @@ def main(argv):
         jobs.append((fr, la, pathlib.Path(FLAGS.out) / f"{case.name}.nii.gz"))
     else:
       jobs.append((FLAGS.frontal, FLAGS.lateral, FLAGS.out))
-    for fr, la, _ in jobs:
-      xray_io.check_pair(xray_io.read_xray(fr), xray_io.read_xray(la), fr, la)
+    ref = config_lib.load_run_config(FLAGS.workdir)
+    d = ref.data
+    ref = acquisition.Reference(ref.drr.parallel, ref.drr.sid, ref.drr.sdd, d.size * d.spacing_mm,
+                                d.size)
+    prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
     rec = Reconstructor(FLAGS.workdir, FLAGS.which)
-    results = [reconstruct_pair(rec, fr, la, out, FLAGS.domain, FLAGS.png) for fr, la, out in jobs]
+    print(f"model: {rec.model}", file=sys.stderr)
+    results = [reconstruct_pair(rec, fr, la, out, FLAGS.domain, FLAGS.png, prepared=p)
+               for (fr, la, out), p in zip(jobs, prepared)]
     for r in results:
       logging.info("%s: consistency NCC frontal %.3f lateral %.3f (MAE %.3f / %.3f), %.2f s",
                    r["out"], r["frontal_ncc"], r["lateral_ncc"], r["frontal_mae"],

@@ -22,3 +22,28 @@ def shared_ct() -> pathlib.Path:
   if not SHARED_CT.is_dir():
     pytest.skip(f"{SHARED_CT} not present (it is in CI and developer checkouts)")
   return SHARED_CT
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory):
+  """A run folder as launch.py leaves it (config, prepared data, a checkpoint), without training:
+  the tiny config's freshly initialised models."""
+  import json  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  sys.path.insert(0, str(ROOT))
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.data import dataset, pipeline  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  config = lumbar.get_config("tiny")
+  work = tmp_path_factory.mktemp("run")
+  (work / "config.json").write_text(config.to_json_best_effort(indent=1))
+  cases = dataset.prepare(config.data.to_dict(), work / "data", seed=0, log=lambda *_: None)
+  _, state = loop.build(config, total_steps=1)
+  ckpt = checkpoint.Checkpointer(work, keep=1)
+  ckpt.save(1, state, iter(pipeline.train_dataset(cases, 2, seed=0)),
+            json.loads(config.to_json_best_effort()))
+  ckpt.wait()
+  ckpt.close()
+  return work

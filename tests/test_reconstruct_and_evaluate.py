@@ -19,22 +19,8 @@ from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A run folder as launch.py leaves it (config, prepared data, a checkpoint), without training."""
-  flags.FLAGS.mark_as_parsed()
-  sys.path.insert(0, str(ROOT))
-  from configs import lumbar  # pylint: disable=g-import-not-at-top
-  config = lumbar.get_config("tiny")
-  work = tmp_path_factory.mktemp("run")
-  (work / "config.json").write_text(config.to_json_best_effort(indent=1))
-  cases = dataset.prepare(config.data.to_dict(), work / "data", seed=0, log=lambda *_: None)
-  _, state = loop.build(config, total_steps=1)
-  ckpt = checkpoint.Checkpointer(work, keep=1)
-  ckpt.save(1, state, iter(pipeline.train_dataset(cases, 2, seed=0)),
-            json.loads(config.to_json_best_effort()))
-  ckpt.wait()
-  ckpt.close()
-  return work
+def workdir(tiny_workdir):
+  return tiny_workdir
 
 
 def _png(path, img, bits=16):

@@ -51,7 +51,11 @@ def _check(volume: jax.Array, spacing, geometry: Geometry):
   if min(geometry.shape) < 1:
     raise InputError("DRR: detector has zero size.")
   if not isinstance(volume, jax.core.Tracer):
-    if not bool(jnp.all(jnp.isfinite(volume))):
+    try:
+      finite = bool(jnp.all(jnp.isfinite(volume)))
+    except jax.errors.ConcretizationTypeError:  # a constant captured inside a traced function
+      finite = True
+    if not finite:
       raise InputError("DRR: the volume holds NaN or infinite values; fix the CT (see io.check_volume).")
   sp = _concrete(spacing)
   if sp is not None and np.any(sp <= 0):

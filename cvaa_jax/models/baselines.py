@@ -43,7 +43,7 @@ class X2CTGenerator(nnx.Module):
     self.deep_block = ConvBlock3D(c3[top], c3[top], rngs=rngs)
     self.ups, self.blocks, self.head = _decoder(c3, top, rngs, skip_concat=True)
 
-  def __call__(self, frontal, lateral):
+  def __call__(self, frontal, lateral, geometry=None):
     dt = jnp.dtype(self.cfg.dtype)
     top, s, c_top = self.cfg.levels, self.cfg.size // 2 ** self.cfg.levels, self.cfg.ch3d[-1]
     feats = [self.encoders[v](as_image(x, dt)) for v, x in enumerate((frontal, lateral))]
@@ -53,7 +53,8 @@ class X2CTGenerator(nnx.Module):
       cubes.append(jax.nn.relu(self.fc[v](z.reshape(z.shape[0], -1))).reshape(-1, s, s, s, c_top))
     d = self.deep_block((cubes[0] + cubes[1]) / 2)
     for i, l in enumerate(range(top - 1, -1, -1)):
-      skip = (self.skips[0][l](feats[0][l]) + self.skips[1][l](feats[1][l])) / 2
+      skip = (self.skips[0][l](feats[0][l], projection.view_inv_sid(geometry, 0)) +
+              self.skips[1][l](feats[1][l], projection.view_inv_sid(geometry, 1))) / 2
       d = self.blocks[i](jnp.concatenate([self.ups[i](d), skip], -1))
     return jax.nn.sigmoid(self.head(d).astype(jnp.float32))[..., 0], {}
 
@@ -105,7 +106,7 @@ class CNN3DGenerator(nnx.Module):
     self.skips = nnx.List([ViewLift(c2[l], c3[l], cfg.views[0], rngs=rngs) for l in range(top)])
     self.ups, self.blocks, self.head = _decoder(c3, top, rngs, skip_concat=True)
 
-  def __call__(self, frontal, lateral):
+  def __call__(self, frontal, lateral, geometry=None):
     dt = jnp.dtype(self.cfg.dtype)
     top, s = self.cfg.levels, self.cfg.size // 2 ** self.cfg.levels
     x = jnp.concatenate([as_image(frontal, dt), as_image(lateral, dt)], -1)
@@ -114,7 +115,8 @@ class CNN3DGenerator(nnx.Module):
       feats.append(down(feats[-1]))
     d = _channels_to_depth(self.to_depth(feats[top]), s, axis=1)
     for i, l in enumerate(range(top - 1, -1, -1)):
-      d = self.blocks[i](jnp.concatenate([self.ups[i](d), self.skips[l](feats[l])], -1))
+      skip = self.skips[l](feats[l], projection.view_inv_sid(geometry, 0))
+      d = self.blocks[i](jnp.concatenate([self.ups[i](d), skip], -1))
     return jax.nn.sigmoid(self.head(d).astype(jnp.float32))[..., 0], {}
 
 
@@ -137,8 +139,8 @@ class PSRGenerator(nnx.Module):
     self.transform = nnx.Conv(c2[top], s * c3[top], (1, 1), rngs=rngs)
     self.ups, self.blocks, self.head = _decoder(c3, top, rngs, skip_concat=False)
 
-  def __call__(self, frontal, lateral):
-    del lateral  # single-view method
+  def __call__(self, frontal, lateral, geometry=None):
+    del lateral, geometry  # single-view method; its channels-to-depth lifting has no geometry
     dt = jnp.dtype(self.cfg.dtype)
     s = self.cfg.size // 2 ** self.cfg.levels
     x = self.stem(as_image(frontal, dt))

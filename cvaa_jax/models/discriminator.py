@@ -34,9 +34,10 @@ class PatchDiscriminator3D(nnx.Module):
     self.penult_norm = InstanceNorm(ch)
     self.out = Conv3D(ch, 1, 3, rngs=rngs)
 
-  def __call__(self, frontal, lateral, volume):
+  def __call__(self, frontal, lateral, volume, geometry=None):
     dt = jnp.dtype(self.cfg.dtype)
-    conds = [jax.nn.leaky_relu(self.cond[v](projection.expand(as_image(x, dt), self.views[v])), 0.2)
+    conds = [jax.nn.leaky_relu(self.cond[v](projection.expand(
+        as_image(x, dt), self.views[v], inv_sid=projection.view_inv_sid(geometry, v))), 0.2)
              for v, x in enumerate((frontal, lateral))]
     x = jnp.concatenate([volume[..., None].astype(dt)] + conds, -1)
     for conv, norm in zip(self.convs, self.norms):

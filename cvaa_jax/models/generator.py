@@ -1,9 +1,11 @@
 """The CVAA-GAN generator: two DenseNet view encoders, geometric 2D->3D lifting, fused 3D decoder.
 
 Contract shared by every generator (see `registry.py`):
-  __call__(frontal, lateral) -> (volume, aux)
+  __call__(frontal, lateral, geometry=None) -> (volume, aux)
   frontal, lateral: (B, S, S) or (B, S, S, 1) normalised DRRs/radiographs in [0, 1], conventions of
-  `cvaa_jax.drr.geometry`; volume: (B, S, S, S) in [0, 1], RAS; aux: dict of attention maps.
+  `cvaa_jax.drr.geometry`; geometry: optional (B, 2) per-sample signed inverse source distances
+  (frontal, lateral) of the canonical views (`projection` module docstring), None for the config's
+  fixed geometry; volume: (B, S, S, S) in [0, 1], RAS; aux: dict of attention maps.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ class ViewLift(nnx.Module):
     self.block = ConvBlock3D(out_ch, out_ch, 3, rngs=rngs)
     self.spec = spec
 
-  def __call__(self, f: jax.Array) -> jax.Array:
-    return self.block(projection.expand(self.reduce(f), self.spec))
+  def __call__(self, f: jax.Array, inv_sid: jax.Array | None = None) -> jax.Array:
+    return self.block(projection.expand(self.reduce(f), self.spec, inv_sid=inv_sid))
 
 
 class CVAAGenerator(nnx.Module):
@@ -104,17 +106,18 @@ class CVAAGenerator(nnx.Module):
     self.ups = nnx.List(ups[:-1])
     self.head = Conv3D(c3[0], 1, 1, rngs=rngs, bias_init=HEAD_BIAS)
 
-  def lift(self, frontal, lateral):
+  def lift(self, frontal, lateral, geometry=None):
     """Per view, per level 3D features in the common RAS frame: [[level 0..L] for each view]."""
     dt = jnp.dtype(self.cfg.dtype)
     out = []
     for v, x in enumerate((frontal, lateral)):
       feats = self.encoders[v](as_image(x, dt))
-      out.append([self.lifts[v][l](f) for l, f in enumerate(feats)])
+      k = projection.view_inv_sid(geometry, v)
+      out.append([self.lifts[v][l](f, k) for l, f in enumerate(feats)])
     return out
 
-  def __call__(self, frontal: jax.Array, lateral: jax.Array):
-    (s1, s2) = self.lift(frontal, lateral)
+  def __call__(self, frontal: jax.Array, lateral: jax.Array, geometry: jax.Array | None = None):
+    (s1, s2) = self.lift(frontal, lateral, geometry)
     top = self.cfg.levels
     d = self.deep_up(self.deep_block(s1[top] + s2[top]))
     aux = {}

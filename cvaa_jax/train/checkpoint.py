@@ -4,7 +4,10 @@ Two managers under the workdir:
   checkpoints/  the latest `keep` steps (async saves), what a restart resumes from;
   best/         the single best step by the validation metric (lower is better).
 Resume order: the workdir's latest checkpoint, else a fresh start. Saves are atomic (Orbax writes a
-temporary folder and renames it), so a run killed mid-write resumes from the previous checkpoint.
+temporary folder and renames it; unfinished ones are removed on restart), so a run killed mid-write
+resumes from the previous checkpoint. `best/` can then hold a step newer than the resume point
+(validation runs more often than checkpoints): such steps come from the part of the run that is
+replayed, so `drop_best_after` removes them and the replay writes them again, bit for bit.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class Checkpointer:
     self.best = ocp.CheckpointManager(
         (workdir / "best").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_metric],
-                                             best_mode="min", enable_async_checkpointing=False,
+                                             best_mode="min", enable_async_checkpointing=True,
                                              cleanup_tmp_directories=True, create=True))
 
   def latest_step(self) -> int | None:
@@ -38,7 +41,16 @@ class Checkpointer:
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
         config=ocp.args.JsonSave(config)), force=True)
 
+  def drop_best_after(self, step: int) -> list[int]:
+    """Deletes best/ steps newer than `step` (the resume point); returns them."""
+    dropped = [s for s in self.best.all_steps() if s > step]
+    for s in dropped:
+      self.best.delete(s)
+    return dropped
+
   def save_best(self, step: int, state: Any, config: dict, metrics: dict) -> None:
+    if step in self.best.all_steps():
+      return  # written by an earlier attempt at this very step: the replay is identical
     self.best.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
         metrics={k: float(v) for k, v in metrics.items()}, force=True)

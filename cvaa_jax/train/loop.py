@@ -67,18 +67,43 @@ def build(config: ml_collections.ConfigDict, total_steps: int, abstract: bool = 
       views=gcfg.views, size=d.size, hu_min=d.hu_min, hu_max=d.hu_max, w_adv=t.w_adv,
       w_recon=t.w_recon, w_proj=t.w_proj, ema_decay=t.ema_decay,
       noise_photons=config.drr.noise_photons, intensity_gain=config.drr.intensity_gain,
-      intensity_gamma=config.drr.intensity_gamma, remat=t.remat)
+      intensity_gamma=config.drr.intensity_gamma, remat=t.remat,
+      sid_range=tuple(float(x) for x in config.drr.sid_range),
+      parallel_share=config.drr.parallel_share,
+      opposite_side_share=config.drr.opposite_side_share)
   init = lambda g, d: step_lib.init_state(scfg, g, d, config.seed)
   args = (g_params.to_pure_dict(), d_params.to_pure_dict())
   state = jax.eval_shape(init, *args) if abstract else init(*args)
   return scfg, state
 
 
-class MetricWriter:
-  """JSONL always; TensorBoard event files where tensorboardX is installed."""
+def fault_point(point: str, step: int) -> None:
+  """Fault injection for tests: CVAA_FAULT_KILL_AT='point:step[,point:step]' SIGKILLs the process
+  at that point -- 'step' (after a train step), 'save' (a checkpoint write in flight), 'eval'
+  (during validation), 'best' (a best/ write in flight), 'report' (during the final report)."""
+  spec = os.environ.get("CVAA_FAULT_KILL_AT", "")
+  if f"{point}:{step}" in spec.split(","):
+    os.kill(os.getpid(), signal.SIGKILL)
 
-  def __init__(self, workdir: pathlib.Path):
-    self.jsonl = open(workdir / "metrics.jsonl", "a")
+
+class MetricWriter:
+  """JSONL always; TensorBoard event files where tensorboardX is installed. On resume, JSONL lines
+  of steps after the resume point (written before a kill, replayed now) are dropped."""
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
+    path = workdir / "metrics.jsonl"
+    if path.exists():
+      kept = []
+      for line in path.read_text().splitlines():
+        try:
+          if json.loads(line).get("step", 0) <= resume_step:
+            kept.append(line)
+        except ValueError:
+          continue  # a line cut short by the kill
+      tmp = path.with_suffix(".jsonl.tmp")
+      tmp.write_text("".join(k + "\n" for k in kept))
+      os.replace(tmp, path)
+    self.jsonl = open(path, "a")
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self.tb = SummaryWriter(str(workdir / "tensorboard"))
@@ -170,7 +195,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state = ckpt.restore(start, ckpt_lib.abstract_like(state, replicated), data_iter)
     logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
   start = int(state.step)
-  writer = MetricWriter(workdir)
+  dropped = ckpt.drop_best_after(start)
+  if dropped:
+    logging.info("best/: dropped step(s) %s newer than the resume point %d (they are replayed)",
+                 dropped, start)
+  writer = MetricWriter(workdir, start)
   t0, last_step, last_time = time.time(), start, time.time()
   try:
     for step in range(start, total):
@@ -178,6 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       batch = {k: jax.make_array_from_process_local_data(data_sharding, local[k]) for k in keys}
       state, m = step_fn(state, batch)
       done = step + 1
+      fault_point("step", done)
       if done % t.log_every == 0 or done == total:
         m = jax.device_get(m)
         _check_finite(state)
@@ -191,17 +221,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       if done % t.eval_every == 0 or done == total:
         per_case, _ = evaluate(scfg, state.ema_params, cases, "val", t.eval_batch_size,
                                predict_fn)
+        fault_point("eval", done)
         if per_case:
           val = {f"val/{k}": v["mean"] for k, v in report.summarize(per_case).items()}
           logging.info("step %d validation: %s", done, {k: round(v, 5) for k, v in val.items()})
           writer.write(done, val)
           _check_finite(state)
           ckpt.save_best(done, state, config_dict, val)
+          fault_point("best", done)
       if done % t.checkpoint_every == 0 or done == total:
         _check_finite(state)
         ckpt.save(done, state, data_iter, config_dict)
-        if os.environ.get("CVAA_FAULT_KILL_AT_SAVE") == str(done):  # fault injection for tests:
-          os.kill(os.getpid(), signal.SIGKILL)  # dies while the async write is in flight
+        fault_point("save", done)  # dies while the async write is in flight
   finally:
     ckpt.wait()
     writer.close()
@@ -225,6 +256,7 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
   split = "test" if any(c.split == "test" for c in cases) else "val"
   per_case, ids = evaluate(scfg, state.ema_params, cases, split, config.train.eval_batch_size,
                            predict_fn)
+  fault_point("report", int(state.step))
   base_cases, _ = _mean_volume_baseline(cases, split)
   base = report.summarize(base_cases)
   name = f"{config.model.name}" + (f"-{config.model.fusion}" if config.model.name == "cvaa_gan"

@@ -59,25 +59,53 @@ class StepConfig:
   intensity_gain: float = 0.0
   intensity_gamma: float = 0.0
   remat: bool = False
+  sid_range: tuple = (0.0, 0.0)  # per-sample geometry (config.drr); all off: the views' fixed one
+  parallel_share: float = 0.0
+  opposite_side_share: float = 0.0
+
+  @property
+  def random_geometry(self) -> bool:
+    return self.sid_range[1] > 0 or self.parallel_share > 0 or self.opposite_side_share > 0
 
 
-def g_apply(cfg: StepConfig, params, frontal, lateral):
-  return nnx.merge(cfg.g_graphdef, params)(frontal, lateral)
+def sample_geometry(cfg: StepConfig, key: jax.Array, batch: int) -> jax.Array:
+  """(B, 2) signed inverse source distances, one per sample and view (models/projection.py)."""
+  k_sid, k_par, k_side = jax.random.split(key, 3)
+  if cfg.sid_range[1] > 0:
+    lo, hi = 1.0 / cfg.sid_range[1], 1.0 / cfg.sid_range[0]
+    kappa = jax.random.uniform(k_sid, (batch, 2), minval=lo, maxval=hi)
+  else:
+    kappa = jnp.asarray([[spec.inv_sid for spec in cfg.views]] * batch, jnp.float32)
+  kappa = jnp.where(jax.random.uniform(k_par, (batch, 2)) < cfg.parallel_share, 0.0, kappa)
+  side = jnp.where(jax.random.uniform(k_side, (batch, 2)) < cfg.opposite_side_share, -1.0, 1.0)
+  return kappa * side
 
 
-def d_apply(cfg: StepConfig, params, frontal, lateral, volume):
-  return nnx.merge(cfg.d_graphdef, params)(frontal, lateral, volume)
+def g_apply(cfg: StepConfig, params, frontal, lateral, geometry=None):
+  return nnx.merge(cfg.g_graphdef, params)(frontal, lateral, geometry)
 
 
-def render_views(cfg: StepConfig, volume: jax.Array, key: jax.Array | None = None):
+def d_apply(cfg: StepConfig, params, frontal, lateral, volume, geometry=None):
+  return nnx.merge(cfg.d_graphdef, params)(frontal, lateral, volume, geometry)
+
+
+def render_views(cfg: StepConfig, volume: jax.Array, key: jax.Array | None = None,
+                 geometry: jax.Array | None = None):
   """(B, S, S, S) [0, 1] volumes -> normalised (frontal, lateral) DRRs (B, S, S), optionally with
-  the configured detector noise and intensity variation (training only, `key` given)."""
+  the configured detector noise and intensity variation (training only, `key` given).
+
+  `geometry` (B, 2): per-sample canonical views (signed inverse source distances) instead of the
+  fixed ones; rendered through traced geometries (the projector's dense path)."""
   spacing, origin = projection.grid(cfg.size, cfg.views[0].fov_mm)
   mu = drr.unit_to_mu(volume, cfg.hu_min, cfg.hu_max)
   out = []
   for i, spec in enumerate(cfg.views):
-    g = spec.geometry(cfg.size)
-    img = jax.vmap(lambda m, g=g: drr.project(m, spacing, origin, g))(mu)
+    if geometry is None:
+      g = spec.geometry(cfg.size)
+      img = jax.vmap(lambda m, g=g: drr.project(m, spacing, origin, g))(mu)
+    else:
+      img = jax.vmap(lambda m, k, spec=spec: drr.project(m, spacing, origin, projection.canonical_geometry(
+          spec.view, cfg.size, spec.fov_mm, k)))(mu, geometry[:, i])
     if key is not None and cfg.noise_photons > 0:
       img = augment.poisson_noise(img, jax.random.fold_in(key, 10 + i), cfg.noise_photons)
     img = drr.normalize_projection(img)
@@ -110,20 +138,23 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
   """One D update then one G update on the same generated volumes; returns (state, metrics)."""
   key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   volume = batch["volume"]
+  geometry = None
   if "frontal" in batch:  # the user's own paired images
     frontal, lateral = batch["frontal"], batch["lateral"]
   else:
-    frontal, lateral = render_views(cfg, volume, key)
+    if cfg.random_geometry:
+      geometry = sample_geometry(cfg, jax.random.fold_in(key, 30), volume.shape[0])
+    frontal, lateral = render_views(cfg, volume, key, geometry)
 
-  gen = (lambda p: g_apply(cfg, p, frontal, lateral)[0])
+  gen = (lambda p: g_apply(cfg, p, frontal, lateral, geometry)[0])
   if cfg.remat:
     gen = jax.checkpoint(gen)
   fake, g_vjp = jax.vjp(gen, state.g_params)
 
   # Discriminator: real -> 1, fake -> 0 (generated volume held fixed).
   def d_loss_fn(d_params):
-    real_s = d_apply(cfg, d_params, frontal, lateral, volume)
-    fake_s = d_apply(cfg, d_params, frontal, lateral, jax.lax.stop_gradient(fake))
+    real_s = d_apply(cfg, d_params, frontal, lateral, volume, geometry)
+    fake_s = d_apply(cfg, d_params, frontal, lateral, jax.lax.stop_gradient(fake), geometry)
     real_l, fake_l = losses.lsgan_d(real_s, fake_s)
     return 0.5 * (real_l + fake_l), (real_l, fake_l)
 
@@ -134,7 +165,7 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
 
   # Generator: fool the updated D, match the voxels and the three orthogonal projections.
   def g_loss_fn(fake_volume):
-    adv = losses.lsgan_g(d_apply(cfg, d_params, frontal, lateral, fake_volume))
+    adv = losses.lsgan_g(d_apply(cfg, d_params, frontal, lateral, fake_volume, geometry))
     recon = losses.voxel_mse(fake_volume, volume)
     proj = losses.projection_l1(fake_volume, volume)
     total = cfg.w_adv * adv + cfg.w_recon * recon + cfg.w_proj * proj
@@ -161,11 +192,13 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
   return new, metrics
 
 
-def predict(cfg: StepConfig, params, volume: jax.Array, frontal=None, lateral=None):
-  """Reconstructs `volume` from its given views, or from its (deterministic) DRRs."""
+def predict(cfg: StepConfig, params, volume: jax.Array, frontal=None, lateral=None,
+            geometry=None):
+  """Reconstructs `volume` from its given views, or from its (deterministic) DRRs rendered at the
+  fixed geometry or at the per-sample `geometry` (B, 2)."""
   if frontal is None:
-    frontal, lateral = render_views(cfg, volume)
-  return g_apply(cfg, params, frontal, lateral)[0]
+    frontal, lateral = render_views(cfg, volume, geometry=geometry)
+  return g_apply(cfg, params, frontal, lateral, geometry)[0]
 
 
 def make_optimizer(learning_rate: float, b1: float, b2: float, total_steps: int,
