@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from cvaa_jax import errors, run as run_lib
+from cvaa_jax import cli, errors, run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, "
                                           "optionally file.py:variant).", lock_config=True)
@@ -19,8 +19,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Folder for the prepar
 
 
 def _fail(message: str) -> None:
-  print("error: " + " ".join(message.split()), file=sys.stderr)  # always one line
-  sys.exit(2)
+  cli.fail(message)  # always one line on stderr
 
 
 def _parse_flags(argv):
@@ -34,16 +33,9 @@ def _parse_flags(argv):
     _fail(f"bad --config override: {text}")
 
 
-class _QuietLibraries:
-  """Keeps INFO chatter of checkpointing internals out of the run log (warnings still show)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or not any(s in record.pathname for s in ("orbax", "grain"))
-
-
 def main(argv):
   del argv
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.setup_logging()
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config=configs/demo.py")
   try:

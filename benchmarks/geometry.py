@@ -44,9 +44,9 @@ def train(name: str, workdir: pathlib.Path, steps: int) -> None:
   from configs import demo  # pylint: disable=g-import-not-at-top
   c = demo.get_config()
   c.train.num_steps = steps
-  if name == "randomised":
-    for k, v in RANDOM.items():
-      setattr(c.drr, k, v)
+  fixed = {"sid_range": (0.0, 0.0), "parallel_share": 0.0, "opposite_side_share": 0.0}
+  for k, v in (RANDOM if name == "randomised" else fixed).items():
+    setattr(c.drr, k, v)
   t = time.time()
   run_lib.run(c, str(workdir))
   print(f"trained {name} in {time.time() - t:.0f} s", flush=True)

@@ -20,8 +20,9 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
+from cvaa_jax import cli
 from cvaa_jax import config as config_lib
 from cvaa_jax import viz
 from cvaa_jax.data import dataset, pipeline
@@ -64,7 +65,9 @@ def evaluate_run(workdir: pathlib.Path, which: str, split: str, x2ct_range, case
         continue
       row = {k: float(v[i]) for k, v in m.items()}
       gt = np.asarray(batch["volume"][i])
-      row.update(x2ct.x2ct_metrics(pred[i], gt, x2ct_range))
+      to_hu = lambda u: np.asarray(u, np.float64) * (config.data.hu_max - config.data.hu_min) + \
+          config.data.hu_min
+      row.update(x2ct.x2ct_metrics_hu(to_hu(pred[i]), to_hu(gt), x2ct_range))
       row.update(bone.bone_metrics(pred[i], gt, spacing, hu_min=config.data.hu_min,
                                    hu_max=config.data.hu_max))
       per_case.append(row)
@@ -75,14 +78,7 @@ def evaluate_run(workdir: pathlib.Path, which: str, split: str, x2ct_range, case
 
 
 def _summary(per_case):
-  keys = list(per_case[0])
-  out = {}
-  for k in keys:
-    vals = np.asarray([c[k] for c in per_case], np.float64)
-    finite = vals[np.isfinite(vals)]
-    out[k] = {"mean": float(finite.mean()) if finite.size else float("inf"),
-              "std": float(finite.std()) if finite.size else 0.0, "n": int(finite.size)}
-  return out
+  return report.summarize(per_case, keys=list(per_case[0]))
 
 
 def run_report(workdirs, out: pathlib.Path, which="best", split="test", x2ct_range=(0.0, 2500.0)):
@@ -110,11 +106,19 @@ def run_report(workdirs, out: pathlib.Path, which="best", split="test", x2ct_ran
   extra_keys = [k for k in next(iter(rows.values())) if k.startswith(("x2ct/", "bone/"))]
   md += "\n| method | " + " | ".join(extra_keys) + " |\n| --- |" + " --- |" * len(extra_keys) + "\n"
   for label, s in rows.items():
-    md += f"| {label} | " + " | ".join(f"{s[k]['mean']:.4g} ± {s[k]['std']:.2g}"
-                                       for k in extra_keys) + " |\n"
-  md += (f"\nx2ct/*: X2CT-GAN's conventions (PSNR on int32 volumes scaled to [{x2ct_range[0]:g}, "
-         f"{x2ct_range[1]:g}] with peak 4095; SSIM 2D per slice, 7x7 uniform window, averaged over "
-         "the three directions). bone/*: mask at 250 HU; HD95 in mm.\n")
+    md += f"| {label} | " + " | ".join(report.cell(s[k]) for k in extra_keys) + " |\n"
+  n = {label: next(iter(s.values()))["n"] + next(iter(s.values()))["excluded"]
+       for label, s in rows.items()}
+  config = config_lib.load_run_config(pathlib.Path(workdirs[0]))
+  md += (f"\nCases: {', '.join(f'{k}: {v}' for k, v in n.items())}; each mean covers the cases "
+         "with a finite value (PSNR of identical volumes is +inf, cosine of an all-zero volume "
+         "NaN; such cases are counted as excluded). Paper metrics on the model's [0, 1] window of "
+         f"HU [{config.data.hu_min:g}, {config.data.hu_max:g}]. x2ct/*: X2CT-GAN's conventions "
+         f"from the HU volumes on that code's own scale, HU + 1024 clipped to [{x2ct_range[0]:g}, "
+         f"{x2ct_range[1]:g}] (PSNR on int32 volumes with peak 4095, MSE 0 -> 100 dB as in that "
+         "code; SSIM 2D per slice, 7x7 uniform window, averaged over the three directions). "
+         "bone/*: mask at 250 HU; HD95 per case = 95th percentile of both directions' surface "
+         "distances pooled (mm), then mean over cases (inf when one mask is empty: excluded).\n")
   (out / "summary.md").write_text(md)
   viz.save_slices_png(figure, out / "figure.png", vmax=0.35, title=f"{split}: {shown}")
   return rows
@@ -122,16 +126,16 @@ def run_report(workdirs, out: pathlib.Path, which="best", split="test", x2ct_ran
 
 def main(argv):
   del argv
+  cli.setup_logging(info=False)
   try:
     if not FLAGS.workdir or not FLAGS.out:
       raise InputError("--workdir (one or more) and --out are required.")
     lo, hi = (float(v) for v in FLAGS.x2ct_range.split(","))
     rows = run_report(FLAGS.workdir, pathlib.Path(FLAGS.out), FLAGS.which, FLAGS.split, (lo, hi))
-    logging.info("wrote %s (%d runs)", FLAGS.out, len(rows))
+    print(f"wrote {FLAGS.out} ({len(rows)} runs)")
     print((pathlib.Path(FLAGS.out) / "summary.md").read_text())
   except (CvaaError, ValueError) as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":

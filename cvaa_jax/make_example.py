@@ -23,7 +23,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from cvaa_jax import drr, xray_io
+from cvaa_jax import cli, drr, xray_io
 from cvaa_jax.data import io, transforms
 from cvaa_jax.errors import CvaaError, InputError
 
@@ -105,6 +105,7 @@ Compare the result with ground_truth.nii.gz.
 
 def main(argv):
   del argv
+  cli.setup_logging(info=False)
   try:
     if not FLAGS.out:
       raise InputError("--out is required: the folder to write the example pair into.")
@@ -113,8 +114,7 @@ def main(argv):
     print(f"wrote {FLAGS.out}: frontal/lateral .dcm .png .nii.gz, ground_truth.nii.gz "
           f"(isocentre {info['isocentre_mm_ras']} mm); see {FLAGS.out}/README.txt")
   except CvaaError as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":

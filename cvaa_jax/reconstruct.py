@@ -31,9 +31,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
-from cvaa_jax import acquisition, viz, xray_io
+from cvaa_jax import acquisition, cli, viz, xray_io
 from cvaa_jax import config as config_lib
 from cvaa_jax.data import io, transforms
 from cvaa_jax.data.volume import Volume
@@ -244,6 +244,7 @@ def reconstruct_pair(rec: Reconstructor, frontal_path, lateral_path, out_path, d
 
 def main(argv):
   del argv
+  cli.setup_logging(info=False)
   try:
     if not FLAGS.workdir or not FLAGS.out:
       raise InputError("--workdir and --out are required.")
@@ -270,18 +271,17 @@ def main(argv):
                                 d.size)
     prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
     rec = Reconstructor(FLAGS.workdir, FLAGS.which)
-    print(f"model: {rec.model}", file=sys.stderr)
+    print(f"model: {rec.model}")
     results = [reconstruct_pair(rec, fr, la, out, FLAGS.domain, FLAGS.png, prepared=p)
                for (fr, la, out), p in zip(jobs, prepared)]
     for r in results:
-      logging.info("%s: consistency NCC frontal %.3f lateral %.3f (MAE %.3f / %.3f), %.2f s",
-                   r["out"], r["frontal_ncc"], r["lateral_ncc"], r["frontal_mae"],
-                   r["lateral_mae"], r["seconds"])
+      print(f"{r['out']}: consistency NCC frontal {r['frontal_ncc']:.3f} lateral "
+            f"{r['lateral_ncc']:.3f} (MAE {r['frontal_mae']:.3f} / {r['lateral_mae']:.3f}), "
+            f"{r['seconds']:.2f} s")
     report = pathlib.Path(FLAGS.out if FLAGS.pairs else pathlib.Path(FLAGS.out).parent)
     (report / "reconstruct_report.json").write_text(json.dumps(results, indent=1))
   except CvaaError as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    sys.exit(2)
+    cli.fail(str(e))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,52 @@ from cvaa_jax import viz
 from cvaa_jax.data import dataset
 
 
+# Fields a resumed run may change: they extend or reschedule training, or only change how it is
+# logged and fed; every other field is part of the run's identity (model, data, split, losses,
+# optimiser, geometry), and changing it in an existing workdir is refused.
+RESCHEDULE_FIELDS = ("train.num_steps", "train.num_epochs", "train.log_every", "train.eval_every",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers",
+                     "train.eval_batch_size", "train.distributed", "train.remat", "preview")
+
+
+def check_identity(config: ml_collections.ConfigDict, workdir) -> list[str]:
+  """Compares `config` with the one saved in an existing `workdir` before anything is written.
+
+  Returns the changed reschedule fields (allowed); raises ConfigError naming the fields that make it
+  another run."""
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(workdir).expanduser() / "config.json"
+  if not path.exists():
+    return []
+  try:
+    saved = dict(config_lib._walk(  # pylint: disable=protected-access
+        ml_collections.ConfigDict(json.loads(path.read_text()))))
+  except ValueError:
+    raise config_lib.ConfigError(f"{path}: not valid JSON; this workdir's record is damaged: "
+                                 "use a new --workdir.") from None
+  new = dict(config_lib._walk(config))  # pylint: disable=protected-access
+  norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
+  changed = sorted(k for k in set(saved) | set(new) if norm(saved.get(k)) != norm(new.get(k)))
+  identity = [k for k in changed if k not in RESCHEDULE_FIELDS]
+  if identity:
+    shown = ", ".join(f"{k} ({saved.get(k)!r} -> {new.get(k)!r})" for k in identity[:4])
+    more = f" and {len(identity) - 4} more" if len(identity) > 4 else ""
+    raise config_lib.ConfigError(
+        f"--workdir={workdir} holds another run: {shown}{more} differ from its config.json; use a "
+        "new --workdir for a new run (only training length, logging, checkpoint and worker fields "
+        "may change when resuming).")
+  return [k for k in changed if k in RESCHEDULE_FIELDS]
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Validates `config`, prepares the data under `workdir`, trains, evaluates; returns a summary."""
   config_lib.validate(config)
+  rescheduled = check_identity(config, workdir)
   if config.train.distributed:
     jax.distributed.initialize()  # coordinator, process count and id from the environment
   work = config_lib.prepare_workdir(workdir)
+  if rescheduled:
+    logging.info("resuming %s with changed %s", work, ", ".join(rescheduled))
   logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
   (work / "config.json").write_text(config.to_json_best_effort(indent=1))
@@ -31,6 +71,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           log=logging.info)
   counts = {s: sum(c.split == s for c in cases) for s in ("train", "val", "test")}
   logging.info("data: %d cases, split %s", len(cases), counts)
+  if not counts["val"] and not counts["test"]:
+    logging.warning("data: only %d case(s), all used for training: no validation, no best/ "
+                    "checkpoint and no held-out report (add cases for them)", len(cases))
   summary = {"cases": len(cases), "split": counts}
   if config.preview:
     shown = {c.case_id: np.asarray(c.load()) for c in cases[:4]}

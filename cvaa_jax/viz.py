@@ -54,3 +54,26 @@ def save_slices_png(volumes: Mapping[str, np.ndarray], path: str | pathlib.Path,
   fig.savefig(path, dpi=100)
   plt.close(fig)
   return path
+
+
+def save_panels_png(panels: Mapping[str, np.ndarray], path: str | pathlib.Path,
+                    title: str | None = None) -> pathlib.Path:
+  """One row of named 2-D images, each in its own grey range (e.g. slices next to DRRs)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
+  for ax, (name, img) in zip(axes[0], panels.items()):
+    ax.imshow(np.asarray(img, np.float32), cmap="gray", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(name, fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path

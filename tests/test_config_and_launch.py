@@ -80,3 +80,56 @@ def test_launch_unwritable_workdir(tmp_path):
   blocker.write_text("x")
   r = _launch("--config=configs/lumbar.py:tiny", f"--workdir={blocker}/w")
   assert r.returncode == 2 and "not writable" in r.stderr
+
+
+def test_a_bad_scan_in_the_data_folder_is_one_line_on_stderr(tmp_path):
+  cts = tmp_path / "cts"
+  cts.mkdir()
+  (cts / "a.nii.gz").write_bytes(b"not a nifti")
+  r = _launch("--config=configs/lumbar.py:tiny", "--config.data.source=ct_dir",
+              f"--config.data.ct_dir={cts}", f"--workdir={tmp_path / 'w'}")
+  err = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(err) == 1 and str(cts / "a.nii.gz") in err[0], r.stderr
+
+
+def test_a_workdir_refuses_another_run_and_allows_a_longer_one(tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  from cvaa_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  first = lumbar.get_config("tiny")
+  work = tmp_path / "w"
+  work.mkdir()
+  (work / "config.json").write_text(first.to_json_best_effort(indent=1))
+  saved = (work / "config.json").read_bytes()
+  other = lumbar.get_config("tiny")
+  other.model.base_channels = 4
+  other.data.split = (0.5, 0.25, 0.25)
+  with pytest.raises(ConfigError, match="data.split .* model.base_channels") as e:
+    run_lib.run(other, str(work))
+  assert "new --workdir" in str(e.value)
+  assert (work / "config.json").read_bytes() == saved and not (work / "data").exists()
+  longer = lumbar.get_config("tiny")
+  longer.train.num_steps = 40
+  longer.train.eval_every = 7
+  assert run_lib.check_identity(longer, work) == ["train.eval_every", "train.num_steps"]
+
+
+def test_one_or_two_cases_train_without_held_out_data_or_stop_before(tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  from cvaa_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  one = lumbar.get_config("tiny")
+  one.data.num_phantoms = 1
+  with pytest.raises(ConfigError, match="exceeds the 1 training cases"):
+    run_lib.run(one, str(tmp_path / "one"))
+  two = lumbar.get_config("tiny")
+  two.data.num_phantoms = 2
+  two.train.num_steps = 2
+  summary = run_lib.run(two, str(tmp_path / "two"))
+  assert summary["split"] == {"train": 2, "val": 0, "test": 0}
+  assert summary["train"]["steps"] == 2 and summary["train"]["split"] is None
+  assert (tmp_path / "two" / "checkpoints").is_dir()

@@ -84,12 +84,16 @@ def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
       cts = [p for p in case.iterdir() if p.name.lower() in ("ct", "ct.nii", "ct.nii.gz")]
       if len(cts) != 1:
         raise InputError(f"{case}: needs one CT named ct.nii, ct.nii.gz or ct/ (DICOM series).")
-      yield (case.name, str(case), lambda p=cts[0]: io.load_ct(p, check_hu=data_cfg["check_hu"]),
+      yield (case.name, str(case), lambda p=cts[0]: io.load_ct(p, check_hu=data_cfg["check_hu"],
+                                                 unoriented_axcodes=data_cfg.get(
+                                                     "unoriented_axcodes", "")),
              xray_io.find_pair(case))
   else:
     for p in io.list_ct_files(data_cfg["ct_dir"]):
       name = p.name.replace(".nii.gz", "").replace(".nii", "")
-      yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"]), None
+      yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"],
+                                                 unoriented_axcodes=data_cfg.get(
+                                                     "unoriented_axcodes", "")), None
 
 
 def preprocess_volume(vol: Volume, data_cfg: Mapping[str, Any]) -> Volume:
@@ -117,14 +121,21 @@ def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int =
   cases_dir.mkdir(parents=True, exist_ok=True)
   fp = _fingerprint({**data_cfg, "seed": seed})
   index_path = out / INDEX
+  sources = list(_case_volumes(data_cfg, seed))
+  old_split: dict[str, str] = {}
   if index_path.exists():
-    index = json.loads(index_path.read_text())
-    if index.get("fingerprint") == fp and all((cases_dir / f"{c}.npy").exists()
-                                              for c in index["cases"]):
+    try:
+      index = json.loads(index_path.read_text())
+    except ValueError:
+      index = {}
+    old_split = {c: e["split"] for c, e in index.get("cases", {}).items()}
+    same_cases = set(index.get("cases", {})) == {s[0] for s in sources}
+    if index.get("fingerprint") == fp and same_cases and all(
+        (cases_dir / f"{c}.npy").exists() for c in index["cases"]):
       log(f"data: reusing cache {index_path} ({len(index['cases'])} cases)")
       return load_index(out)
   entries = {}
-  for case_id, source, load, xrays in _case_volumes(data_cfg, seed):
+  for case_id, source, load, xrays in sources:
     cached = cases_dir / f"{case_id}.npy"
     vol = preprocess_volume(load(), data_cfg)
     if xrays is not None:  # the user's own views: read, square, resize, scale like the DRRs
@@ -142,7 +153,14 @@ def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int =
     log(f"data: {case_id} <- {source}: {vol.shape}, mean {entries[case_id]['mean']:.4f}")
   if not entries:
     raise InputError(f"{data_cfg.get('ct_dir') or 'data'}: no cases to prepare.")
-  split = split_cases(list(entries), data_cfg["split"], seed)
+  # A split once drawn stays: known cases keep their split, only new ones are drawn (among
+  # themselves), so no validation or test case ever moves into training.
+  new = [c for c in entries if c not in old_split]
+  split = {**{c: s for c, s in old_split.items() if c in entries},
+           **split_cases(new, data_cfg["split"], seed)}
+  if old_split and new:
+    log(f"data: kept the earlier split of {len(entries) - len(new)} cases; {len(new)} new cases "
+        f"drawn among themselves")
   for case_id in entries:
     entries[case_id]["split"] = split[case_id]
   index = {"fingerprint": fp, "data": data_cfg, "seed": seed, "cases": entries}

@@ -31,7 +31,7 @@ def is_nifti(path: PathLike) -> bool:
   return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def load_ct(path: PathLike, check_hu: bool = True) -> Volume:
+def load_ct(path: PathLike, check_hu: bool = True, unoriented_axcodes: str = "") -> Volume:
   """Loads a NIfTI file or a folder holding one DICOM series as a float32 HU `Volume`.
 
   Args:
@@ -45,7 +45,7 @@ def load_ct(path: PathLike, check_hu: bool = True) -> Volume:
   if path.is_dir():
     vol = load_dicom_series(path)
   elif is_nifti(path):
-    vol = load_nifti(path)
+    vol = load_nifti(path, unoriented_axcodes)
   else:
     raise InputError(f"{path}: unknown CT format; give a .nii/.nii.gz file or a folder holding a "
                      "DICOM series.")
@@ -53,15 +53,83 @@ def load_ct(path: PathLike, check_hu: bool = True) -> Volume:
   return vol
 
 
-def load_nifti(path: PathLike) -> Volume:
-  """Reads a 3D NIfTI file (a 4D one with a single volume is squeezed) into HU."""
+MAX_VOXELS = 2 ** 31  # 8 GiB as float32: far beyond any CT; a header claiming more is corrupt
+
+
+def _raw_header(path: pathlib.Path):
+  """The header as stored: nibabel's loader 'fixes' some fields (pixdim 0 -> 1) before we see them."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  try:
+    opener = gzip.open if str(path).lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+      block = f.read(348)
+    return nib.Nifti1Header(binaryblock=block, check=False) if len(block) == 348 else None
+  except (OSError, EOFError, ValueError, zlib.error):
+    return None
+
+
+def check_nifti_header(img, path: pathlib.Path, unoriented_axcodes: str = "") -> np.ndarray:
+  """What nibabel reads without complaint but must not be used, checked before any voxel is read:
+  non-scalar data, absurd dimensions, zero/negative pixdim (nibabel silently takes 1), and no
+  orientation (qform and sform codes 0: nibabel returns a guessed affine). Returns the affine."""
+  hdr = _raw_header(path) or img.header
+  dtype = hdr.get_data_dtype()
+  if dtype.names or dtype.kind not in "biuf":
+    raise InputError(f"{path}: NIfTI data type {dtype} is not a scalar CT intensity (RGB or "
+                     "complex data); export the CT as one grey-level volume in HU.")
+  shape = tuple(int(s) for s in img.shape)
+  if any(s <= 0 for s in shape) or int(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+    raise InputError(f"{path}: the header claims {'x'.join(map(str, shape))} voxels, which no CT "
+                     "has; the header is corrupt: re-export the scan.")
+  if path.suffix == ".nii":  # uncompressed: the data must fit in the file
+    need = int(hdr["vox_offset"]) + int(np.prod(shape)) * dtype.itemsize
+    if path.stat().st_size < need:
+      raise InputError(f"{path}: the file holds {path.stat().st_size} bytes but its header needs "
+                       f"{need}; it is truncated: re-export or re-download it.")
+  pixdim = np.asarray(hdr["pixdim"][1:4], np.float64)
+  if np.any(~np.isfinite(pixdim)) or np.any(pixdim <= 0):
+    raise InputError(f"{path}: pixdim (voxel size) is {pixdim.tolist()}: zero, negative or "
+                     "missing voxel sizes; re-export with voxel sizes (nibabel would silently use "
+                     "1 mm).")
+  codes = (int(hdr["sform_code"]), int(hdr["qform_code"]))
+  if codes == (0, 0):
+    if not unoriented_axcodes:
+      raise InputError(f"{path}: no orientation in the header (qform/sform codes 0); re-export "
+                       "with orientation, or set config.data.unoriented_axcodes (e.g. 'LPS') to "
+                       "state it.")
+    try:
+      ornt = nib.orientations.axcodes2ornt(tuple(unoriented_axcodes.upper()))
+    except Exception:  # pylint: disable=broad-except
+      ornt = None
+    if ornt is None or len(unoriented_axcodes) != 3 or np.isnan(ornt).any():
+      raise InputError(f"config.data.unoriented_axcodes: {unoriented_axcodes!r} is not three axis "
+                       "codes such as 'RAS' or 'LPS'.")
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    for i, (axis, flip) in enumerate(ornt):
+      affine[int(axis), i] = flip * pixdim[i]
+    return affine
+  return np.asarray(img.affine, np.float64)
+
+
+def load_nifti(path: PathLike, unoriented_axcodes: str = "") -> Volume:
+  """Reads a 3D NIfTI file (a 4D one with a single volume is squeezed) into HU.
+
+  unoriented_axcodes: for files without orientation (qform and sform codes 0), the axis codes the
+  user states they have (e.g. 'LPS'); without it such files are rejected.
+  """
   path = pathlib.Path(path)
   if path.stat().st_size == 0:
     raise InputError(f"{path}: the file is empty (0 bytes); re-export or re-download it.")
   try:
     img = nib.load(str(path))
-    array = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
   except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error, ValueError) as e:
+    raise InputError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e}); the file is "
+                     "corrupt or truncated: re-export it.") from None
+  header_affine = check_nifti_header(img, path, unoriented_axcodes)
+  try:
+    array = np.asarray(img.dataobj, dtype=np.float32)  # applies scl_slope / scl_inter
+  except (EOFError, OSError, zlib.error, ValueError, MemoryError) as e:
     raise InputError(f"{path}: not a readable NIfTI file ({type(e).__name__}: {e}); the file is "
                      "corrupt or truncated: re-export it.") from None
   if array.ndim == 4 and array.shape[3] == 1:
@@ -69,7 +137,7 @@ def load_nifti(path: PathLike) -> Volume:
   if array.ndim != 3:
     raise InputError(f"{path}: expected a 3D CT volume, got a {array.ndim}D image of shape "
                      f"{array.shape}; give one 3D volume per file.")
-  affine = img.affine
+  affine = header_affine
   if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
     raise InputError(f"{path}: the NIfTI header has no valid voxel-to-world affine; fix the "
                      "header (sform/qform) before use.")

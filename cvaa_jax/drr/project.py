@@ -60,6 +60,37 @@ def _check(volume: jax.Array, spacing, geometry: Geometry):
   sp = _concrete(spacing)
   if sp is not None and np.any(sp <= 0):
     raise InputError(f"DRR: voxel spacing must be positive, got {np.asarray(spacing).tolist()}.")
+  check_geometry(geometry)
+
+
+def check_geometry(g: Geometry) -> None:
+  """Rejects a concrete view the renderer would silently get wrong (traced views pass unchecked):
+  detector axes that are not orthonormal, a parallel beam without a direction, and an
+  `aligned_axis` that does not describe the view (wrong images or all zeros otherwise)."""
+  fields = [_concrete(x) for x in (g.source, g.detector_center, g.u, g.v, g.pixel_size)]
+  if any(f is None for f in fields):
+    return
+  s, dc, u, v, ps = fields
+  if not (np.all(np.isfinite(np.concatenate([s, dc, u, v, ps])))):
+    raise InputError("DRR geometry: source, detector, axes and pixel size must be finite.")
+  if np.any(ps <= 0):
+    raise InputError(f"DRR geometry: pixel size must be positive, got {ps.tolist()} mm.")
+  if abs(np.linalg.norm(u) - 1) > 1e-4 or abs(np.linalg.norm(v) - 1) > 1e-4 or abs(u @ v) > 1e-4:
+    raise InputError(f"DRR geometry: detector axes u {u.round(4).tolist()} and v "
+                     f"{v.round(4).tolist()} must be orthogonal unit vectors.")
+  d = dc - s
+  if np.linalg.norm(d) < 1e-6:
+    raise InputError("DRR geometry: source and detector centre coincide; the beam has no "
+                     "direction (place the source away from the detector).")
+  p = g.aligned_axis
+  if p is not None:
+    tol = 1e-5
+    ok = p in (0, 1) and abs(u[p]) < tol and abs(u[2]) < tol and abs(v[0]) < tol and \
+        abs(v[1]) < tol
+    if not ok:
+      raise InputError(f"DRR geometry: aligned_axis={p} does not match the view (the detector "
+                       "must face that world axis: rows along z, columns along the other "
+                       "horizontal axis); set aligned_axis=None for an oblique view.")
 
 
 def _concrete(x) -> np.ndarray | None:
@@ -145,10 +176,11 @@ def joseph_plan(geometry: Geometry, shape, spacing, origin) -> HostPlan | tuple[
   fields = [_concrete(x) for x in (geometry.source, geometry.detector_center, geometry.u,
                                    geometry.v, geometry.pixel_size, spacing, origin)]
   if any(f is None for f in fields):
-    sq, sz, scale = _sample_coords(jnp, geometry, tuple(shape), jnp.asarray(spacing, jnp.float32),
-                                   jnp.asarray(origin, jnp.float32))
+    sq, sz, scale, inside = _sample_coords(jnp, geometry, tuple(shape),
+                                           jnp.asarray(spacing, jnp.float32),
+                                           jnp.asarray(origin, jnp.float32))
     p = geometry.aligned_axis
-    return _hat(jnp, sq, shape[1 - p]), _hat(jnp, sz, shape[2]), scale
+    return _hat(jnp, sq, shape[1 - p]) * inside[:, None, None], _hat(jnp, sz, shape[2]), scale
   key = (tuple(tuple(f.ravel().tolist()) for f in fields), geometry.shape, geometry.parallel,
          geometry.aligned_axis, tuple(int(n) for n in shape))
   return _host_plan(key)
@@ -159,7 +191,7 @@ def _host_plan(key) -> HostPlan:
   (src, dc, u, v, ps, sp, org), det_shape, parallel, p, shape = key
   g = Geometry(*(np.asarray(x, np.float64) for x in (src, dc, u, v, ps)), shape=det_shape,
                parallel=parallel, aligned_axis=p)
-  sq, sz, scale = _sample_coords(np, g, shape, np.asarray(sp), np.asarray(org))
+  sq, sz, scale, inside = _sample_coords(np, g, shape, np.asarray(sp), np.asarray(org))
   n_k, n_c = sq.shape
   nq, ny = shape[1 - p], shape[1]
   lower = np.floor(sq)
@@ -168,6 +200,7 @@ def _host_plan(key) -> HostPlan:
   t_row = np.arange(n_c)[None, :] * n_k + k  # row of t = (cols, K) flattened
   rows, taps, back = [], [], []
   for idx, w in ((lower.astype(np.int64), 1.0 - frac), (lower.astype(np.int64) + 1, frac)):
+    w = w * inside[:, None]  # slices outside the source-detector segment: no taps
     ok = (idx >= 0) & (idx < nq) & (w > 0)
     idx = np.clip(idx, 0, nq - 1)
     vrow = k * ny + idx if p == 0 else idx * ny + k  # (K, cols) row of the (X*Y, Z) volume
@@ -218,13 +251,17 @@ def _sample_coords(xp, geometry: Geometry, shape, spacing, origin):
     qw = pos_q[None, :] + (w - pos_p)[:, None] * (d[q] / d[p])  # (K, cols)
     zw = pos_z[None, :] + (w - pos_p)[:, None] * (d[2] / d[p])  # (K, rows)
     length = xp.full((rows, cols), 1.0 / xp.abs(d[p]), dtype=spacing.dtype)
+    inside = xp.ones_like(w)
   else:
     f = (w - s[p]) / (pos_p - s[p])  # (K,) fraction of the source-to-pixel path at each slice
     qw = s[q] + f[:, None] * (pos_q - s[q])[None, :]
     zw = s[2] + f[:, None] * (pos_z - s[2])[None, :]
     ray = xp.sqrt((pos_q - s[q])[None, :] ** 2 + (pos_z - s[2])[:, None] ** 2 + (pos_p - s[p]) ** 2)
     length = ray / xp.abs(pos_p - s[p])  # path length per unit distance along p, (rows, cols)
-  return (qw - origin[q]) / spacing[q], (zw - origin[2]) / spacing[2], length * spacing[p]
+    # Rays run from the source to the detector: slices behind either contribute nothing.
+    inside = ((f >= 0) & (f <= 1)).astype(spacing.dtype)
+  return ((qw - origin[q]) / spacing[q], (zw - origin[2]) / spacing[2], length * spacing[p],
+          inside)
 
 
 def _joseph(volume, geometry: Geometry, plan) -> jax.Array:
@@ -272,17 +309,20 @@ def _raymarch(volume, spacing, origin, geometry: Geometry, lo, hi, step, chunk) 
   if geometry.parallel:
     d = geometry.detector_center - geometry.source
     dirs = jnp.broadcast_to(d / jnp.linalg.norm(d), pix.shape)
-    starts = pix - dirs * 1e5
+    starts = pix  # t runs both ways from the pixel: the whole line, at full float32 precision
+    t_lo, t_hi = -jnp.inf, jnp.inf
   else:
     starts = jnp.broadcast_to(geometry.source, pix.shape)
     dirs = pix - starts
-    dirs = dirs / jnp.linalg.norm(dirs, axis=-1, keepdims=True)
+    ray_len = jnp.linalg.norm(dirs, axis=-1)
+    dirs = dirs / ray_len[:, None]
+    t_lo, t_hi = 0.0, ray_len  # from the source to the detector pixel only
   # Exact entry/exit of the box (slab method); t in mm along unit directions.
   inv = 1.0 / jnp.where(jnp.abs(dirs) < 1e-12, 1e-12, dirs)
   t0 = (lo - starts) * inv
   t1 = (hi - starts) * inv
-  t_in = jnp.max(jnp.minimum(t0, t1), axis=-1)
-  t_out = jnp.min(jnp.maximum(t0, t1), axis=-1)
+  t_in = jnp.maximum(jnp.max(jnp.minimum(t0, t1), axis=-1), t_lo)
+  t_out = jnp.minimum(jnp.min(jnp.maximum(t0, t1), axis=-1), t_hi)
   chord = jnp.maximum(t_out - t_in, 0.0)
   # A static sample count for the longest possible chord, at <= `step` voxels per sample.
   extent = np.asarray(volume.shape, np.float64)

@@ -31,16 +31,21 @@ def mse(pred, target):
   return jnp.mean(jnp.square(pred - target), axis=_axes(pred))
 
 
-def cosine(pred, target, eps: float = 1e-12):
+def cosine(pred, target):
+  """Cosine similarity; undefined (NaN) when either volume is all zero: reports then exclude the
+  case from the mean and count it."""
   pred, target = _batched(pred), _batched(target)
   ax = _axes(pred)
   num = jnp.sum(pred * target, axis=ax)
-  return num / jnp.maximum(jnp.sqrt(jnp.sum(pred ** 2, axis=ax) * jnp.sum(target ** 2, axis=ax)),
-                           eps)
+  den = jnp.sqrt(jnp.sum(pred ** 2, axis=ax) * jnp.sum(target ** 2, axis=ax))
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), jnp.nan)
 
 
 def psnr(pred, target, *, data_range: float):
-  return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse(pred, target), 1e-20))
+  """PSNR in dB; identical volumes give +inf (reports exclude them from means, with a count)."""
+  err = mse(pred, target)
+  return jnp.where(err > 0, 10.0 * jnp.log10(data_range ** 2 / jnp.where(err > 0, err, 1.0)),
+                   jnp.inf)
 
 
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> jax.Array:

@@ -12,10 +12,26 @@ import numpy as np
 ORDER = ("mae", "mse", "cosine", "psnr", "ssim")
 
 
-def summarize(per_case: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
-  keys = [k for k in ORDER if per_case and k in per_case[0]]
-  return {k: {"mean": float(np.mean([c[k] for c in per_case])),
-              "std": float(np.std([c[k] for c in per_case])), "n": len(per_case)} for k in keys}
+def summarize(per_case: Sequence[Mapping[str, float]], keys: Sequence[str] | None = None
+              ) -> dict[str, dict[str, float]]:
+  """Mean and std over the cases with a finite value; `n` counts them and `excluded` the others
+  (PSNR of identical volumes is +inf, cosine of an all-zero volume NaN)."""
+  if keys is None:
+    keys = [k for k in ORDER if per_case and k in per_case[0]]
+  out = {}
+  for k in keys:
+    vals = np.asarray([c[k] for c in per_case], np.float64)
+    finite = vals[np.isfinite(vals)]
+    out[k] = {"mean": float(finite.mean()) if finite.size else float("nan"),
+              "std": float(finite.std()) if finite.size else float("nan"), "n": int(finite.size),
+              "excluded": int(vals.size - finite.size)}
+  return out
+
+
+def cell(s: Mapping[str, float]) -> str:
+  """'mean ± std', with '(k excluded)' where some cases had no finite value."""
+  text = f"{s['mean']:.4g} ± {s['std']:.2g}"
+  return text + (f" ({s['excluded']} excluded)" if s.get("excluded") else "")
 
 
 def markdown_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], note: str = "") -> str:
@@ -24,8 +40,7 @@ def markdown_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], note: 
   lines = ["| method | " + " | ".join(k.upper() if k != "cosine" else "cosine" for k in keys) +
            " |", "| --- |" + " --- |" * len(keys)]
   for name, summary in rows.items():
-    cells = [f"{summary[k]['mean']:.4g} ± {summary[k]['std']:.2g}" if k in summary else "—"
-             for k in keys]
+    cells = [cell(summary[k]) if k in summary else "—" for k in keys]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + (f"\n\n{note}\n" if note else "\n")
 

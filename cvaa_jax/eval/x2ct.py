@@ -69,6 +69,24 @@ def ssim_2d_avg(pred, target, data_range: float = 1.0) -> float:
   return float(np.mean(per_axis))
 
 
+HU_OFFSET = 1024.0  # X2CT-GAN's volumes: HU + 1024, clipped to CT_MIN_MAX
+
+
+def hu_to_x2ct_unit(hu, intensity_range: tuple[float, float] = (0.0, 2500.0)) -> np.ndarray:
+  """HU -> X2CT-GAN's [0, 1] input: (clip(HU + 1024, lo, hi) - lo) / (hi - lo)."""
+  lo, hi = intensity_range
+  return (np.clip(np.asarray(hu, np.float64) + HU_OFFSET, lo, hi) - lo) / (hi - lo)
+
+
+def x2ct_metrics_hu(pred_hu, target_hu, intensity_range: tuple[float, float] = (0.0, 2500.0)
+                    ) -> dict[str, float]:
+  """X2CT-GAN's metrics from two HU volumes, on that code's own intensity scale (HU + 1024 clipped
+  to `intensity_range`, default the [0, 2500] of its experiment files), so the numbers match what
+  its test script prints for the same volumes."""
+  return x2ct_metrics(hu_to_x2ct_unit(pred_hu, intensity_range),
+                      hu_to_x2ct_unit(target_hu, intensity_range), intensity_range)
+
+
 def x2ct_metrics(pred, target, intensity_range: tuple[float, float]) -> dict[str, float]:
   """One volume pair (X, Y, Z) in [0, 1] -> X2CT-GAN's reported metrics."""
   p, t = np.clip(np.asarray(pred, np.float64), 0, 1), np.asarray(target, np.float64)

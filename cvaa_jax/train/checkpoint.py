@@ -12,16 +12,44 @@ replayed, so `drop_best_after` removes them and the replay writes them again, bi
 
 from __future__ import annotations
 
+import errno
+import os
 import pathlib
+import shutil
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from cvaa_jax.errors import CvaaError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class DiskFullError(CvaaError):
+  """The workdir cannot take the next checkpoint (full, over quota or read-only)."""
+
+
+def free_bytes(path: pathlib.Path) -> int:
+  """Free space where `path` lives (tests fake it with CVAA_FAULT_DISK_FREE_BYTES)."""
+  fake = os.environ.get("CVAA_FAULT_DISK_FREE_BYTES")
+  return int(fake) if fake else shutil.disk_usage(path).free
+
+
+def _oserror(e: BaseException) -> OSError | None:
+  """The OSError behind an exception a checkpoint library raised (it may wrap it)."""
+  while e is not None:
+    if isinstance(e, OSError) and e.errno in NO_SPACE:
+      return e
+    e = e.__cause__ or e.__context__
+  return None
 
 
 class Checkpointer:
   def __init__(self, workdir: pathlib.Path, keep: int, best_metric: str = "val/mae"):
+    self.workdir = pathlib.Path(workdir)
     self.best_metric = best_metric
     self.latest = ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(),
@@ -36,8 +64,35 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
+  def _no_space(self, needed: int | None, cause: str) -> DiskFullError:
+    last = self.latest.latest_step()
+    kept = (f"the last complete checkpoint (step {last}) is intact" if last is not None else
+            "no checkpoint was completed yet")
+    need = f", a checkpoint needs about {needed / 1e6:.1f} MB" if needed else ""
+    return DiskFullError(f"{self.workdir}: cannot write the next checkpoint ({cause}{need}); "
+                         f"{kept}. Free space (or give more quota) and rerun the same command: it "
+                         "resumes from there.")
+
+  def check_space(self, state: Any) -> None:
+    """Refuses to start a checkpoint that cannot fit: it would fail mid-write in the background."""
+    needed = int(sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(state)) * 1.2
+                 + 4e6)
+    free = free_bytes(self.workdir)
+    if free < needed:
+      raise self._no_space(needed, f"{free / 1e6:.1f} MB free")
+
+  def _guarded(self, fn, *args, **kwargs):
+    try:
+      return fn(*args, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except
+      err = _oserror(e)
+      if err is None:
+        raise
+      raise self._no_space(None, f"{os.strerror(err.errno)}") from None
+
   def save(self, step: int, state: Any, data_iter, config: dict) -> None:
-    self.latest.save(step, args=ocp.args.Composite(
+    self.check_space(state)
+    self._guarded(self.latest.save, step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
         config=ocp.args.JsonSave(config)), force=True)
 
@@ -51,7 +106,8 @@ class Checkpointer:
   def save_best(self, step: int, state: Any, config: dict, metrics: dict) -> None:
     if step in self.best.all_steps():
       return  # written by an earlier attempt at this very step: the replay is identical
-    self.best.save(step, args=ocp.args.Composite(
+    self.check_space(state)
+    self._guarded(self.best.save, step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),
         metrics={k: float(v) for k, v in metrics.items()}, force=True)
 
@@ -62,8 +118,8 @@ class Checkpointer:
     return restored.state
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    self._guarded(self.latest.wait_until_finished)
+    self._guarded(self.best.wait_until_finished)
 
   def close(self) -> None:
     self.latest.close()

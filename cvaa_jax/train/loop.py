@@ -254,6 +254,10 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
   """Test-split metrics of the EMA generator next to the mean-volume baseline, plus a figure."""
   out = workdir / "eval"
   split = "test" if any(c.split == "test" for c in cases) else "val"
+  if not any(c.split == split for c in cases):
+    logging.warning("no validation or test cases: the held-out report is skipped")
+    return {"split": None, "model": None, "mean_volume_baseline": None,
+            "steps": int(state.step), "note": "no held-out cases (dataset too small)"}
   per_case, ids = evaluate(scfg, state.ema_params, cases, split, config.train.eval_batch_size,
                            predict_fn)
   fault_point("report", int(state.step))
@@ -289,10 +293,13 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | path
                     "train first (python launch.py --config=... --workdir=...).")
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   try:
+    # Onto this process's first device, whatever device count wrote the checkpoint.
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     restored = mgr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(ckpt_lib.abstract_like(state))))
-  except (ValueError, KeyError) as e:
-    raise CvaaError(f"{workdir}: its checkpoint does not match this model config ({e}); use the "
-                    "config the run was trained with (workdir/config.json).") from None
+        state=ocp.args.StandardRestore(ckpt_lib.abstract_like(state, one))))
+  except (ValueError, KeyError, TypeError) as e:
+    raise CvaaError(f"{workdir}: its checkpoint (step {step}) does not match the model its "
+                    f"config.json describes ({type(e).__name__}: {str(e)[:200]}); the workdir's "
+                    "files were mixed: restore config.json or retrain.") from None
   ckpt.close()
   return scfg, restored.state.ema_params, step

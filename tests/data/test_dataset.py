@@ -52,3 +52,17 @@ def test_folder_of_real_cts(tmp_path):
   np.testing.assert_allclose(cases[0].load(), cases[1].load(), atol=1e-5)
   np.testing.assert_allclose(cases[0].affine, cases[1].affine, atol=1e-6)
   assert Volume(np.asarray(cases[0].load()), cases[0].affine).axcodes == ("R", "A", "S")
+
+
+def test_a_drawn_split_never_moves_held_out_cases_into_training(tmp_path):
+  from cvaa_jax.config import base_config  # pylint: disable=g-import-not-at-top
+  cfg = base_config().data.to_dict()
+  cfg.update(num_phantoms=10, size=16, spacing_mm=16.0)
+  first = {c.case_id: c.split for c in dataset.prepare(cfg, tmp_path, seed=0, log=lambda *_: None)}
+  cfg.update(num_phantoms=14)  # the data grew: the cache is rebuilt
+  second = {c.case_id: c.split for c in dataset.prepare(cfg, tmp_path, seed=0,
+                                                        log=lambda *_: None)}
+  assert all(second[c] == s for c, s in first.items())
+  assert len(second) == 14
+  fresh = dataset.split_cases(list(second), cfg["split"], 0)
+  assert fresh != second  # a fresh draw would have moved cases

@@ -154,3 +154,46 @@ def test_save_to_unwritable_place_is_a_clear_error(tmp_path):
   blocker.write_text("x")
   with pytest.raises(InputError, match="cannot create the output folder"):
     io.save_nifti(Volume(_ct_like(), np.eye(4)), blocker / "sub" / "x.nii.gz")
+
+
+def _header_case(tmp_path, case):
+  """NIfTI files nibabel reads without an error but that must be refused."""
+  arr = _ct_like()
+  img = nib.Nifti1Image(arr, np.diag([2.0, 2.0, 3.0, 1.0]))
+  img.set_qform(img.affine, code=1)
+  if case == "pixdim_zero":
+    img.header["pixdim"][1:4] = [2.0, 0.0, 3.0]
+  elif case == "pixdim_negative":
+    img.header["pixdim"][1:4] = [2.0, -2.0, 3.0]
+  elif case == "no_orientation":
+    img.set_sform(None, code=0)
+    img.set_qform(None, code=0)
+  elif case == "rgb":
+    rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    img = nib.Nifti1Image(rgb, np.eye(4))
+  elif case == "huge":
+    img.header.set_data_shape((30000, 30000, 3000))
+  path = tmp_path / ("x.nii" if case == "huge" else "x.nii.gz")
+  nib.save(img, str(path)) if case != "huge" else path.write_bytes(
+      img.header.binaryblock + b"\0" * 4 + arr.tobytes())
+  return path
+
+
+@pytest.mark.parametrize("case,match", [
+    ("pixdim_zero", "pixdim"), ("pixdim_negative", "pixdim"),
+    ("no_orientation", "no orientation in the header"), ("rgb", "not a scalar"),
+    ("huge", "header claims")])
+def test_headers_nibabel_silently_fixes_are_refused(tmp_path, case, match):
+  path = _header_case(tmp_path, case)
+  with pytest.raises(InputError, match=match) as e:
+    io.load_ct(path)
+  assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unoriented_nifti_reads_with_the_stated_axes(tmp_path):
+  path = _header_case(tmp_path, "no_orientation")
+  vol = io.load_ct(path, unoriented_axcodes="LPS")
+  assert nib.aff2axcodes(vol.affine) == ("L", "P", "S")
+  np.testing.assert_allclose(vol.spacing, [2.0, 2.0, 3.0])
+  with pytest.raises(InputError, match="unoriented_axcodes"):
+    io.load_ct(path, unoriented_axcodes="XYZ")

@@ -253,3 +253,51 @@ def test_bad_input_is_a_clear_error(case, match):
       drr.cone_beam("ap", (0, 8))
     elif case == "method":
       drr.project(vol, SPACING, ORIGIN, g, method="siddon")
+
+
+@pytest.mark.parametrize("case,match", [
+    ("non_unit_u", "orthogonal unit vectors"),
+    ("non_orthogonal", "orthogonal unit vectors"),
+    ("aligned_mismatch", "aligned_axis=1 does not match"),
+    ("parallel_no_direction", "no direction"),
+])
+def test_bad_geometry_is_a_clear_error(case, match):
+  vol = jnp.zeros((8, 8, 8))
+  g = drr.cone_beam("ap", (8, 8))
+  if case == "non_unit_u":
+    g = g.replace(u=np.float32([-2.0, 0.0, 0.0]))
+  elif case == "non_orthogonal":
+    g = g.replace(v=np.float32([0.6, 0.0, -0.8]))
+  elif case == "aligned_mismatch":  # a lateral's detector labelled as facing y
+    g = drr.cone_beam("lateral", (8, 8)).replace(aligned_axis=1)
+  elif case == "parallel_no_direction":
+    g = drr.parallel_beam("ap", (8, 8)).replace(source=np.float32([0.0, 0.0, 0.0]))
+  with pytest.raises(InputError, match=match):
+    drr.project(vol, SPACING, ORIGIN, g)
+
+
+@pytest.mark.parametrize("method", ["joseph", "raymarch"])
+@pytest.mark.parametrize("traced", [False, True])
+def test_cone_rays_run_from_the_source_to_the_detector_only(method, traced):
+  """Matter behind the source or beyond the detector is not on any ray (it used to show)."""
+  g = drr.cone_beam("ap", (16, 16), 4.0, sid=300.0, sdd=400.0)  # source y=+300, detector y=-100
+  vol = jnp.full((16, 16, 16), 0.02, jnp.float32)
+  sp = np.full(3, 4.0)
+  render = (jax.jit(lambda v, o, g: drr.project(v, sp, o, g, method=method)) if traced else
+            (lambda v, o, g: drr.project(v, sp, o, g, method=method)))
+  for y0, expect_zero in ((330.0, True), (-190.0, True), (0.0, False)):
+    o = np.array([-30.0, y0, -30.0])  # a 64 mm cube at y in [y0 - 2, y0 + 62]
+    img = np.asarray(render(vol, o, g))
+    assert (np.abs(img).max() == 0.0) == expect_zero, (y0, np.abs(img).max())
+
+
+def test_parallel_raymarch_keeps_precision_with_a_traced_geometry(sphere):
+  vol, c, r = sphere
+  g = GEOMETRIES["parallel-30.0"]
+  img = np.asarray(jax.jit(lambda v, g: drr.project(v, SPACING, ORIGIN, g))(vol, g), np.float64)
+  chord, _ = _ellipsoid_chords(g, c, (r, r, r), np.eye(3))
+  o, d = _rays(g)
+  dist = np.linalg.norm(np.cross(c - o, d), axis=1).reshape(g.shape)
+  inner = dist < 0.85 * r
+  rel = np.abs(img - MU * chord)[inner] / (MU * chord)[inner]
+  assert rel.max() <= 0.02 and rel.mean() <= 0.005, (rel.max(), rel.mean())

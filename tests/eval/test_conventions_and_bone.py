@@ -57,3 +57,36 @@ def test_dice_and_hd95_on_shifted_cubes():
   unit = np.where(a, (700 + 1000) / 5096, 0.2)
   m = bone.bone_metrics(unit, unit, (2.0, 2.0, 2.0))
   assert m == {"bone/dice": 1.0, "bone/hd95_mm": 0.0}
+
+
+def test_x2ct_metrics_from_hu_use_that_codes_own_scale():
+  """HU + 1024 clipped to [0, 2500]: X2CT-GAN's volumes. Checked by hand on two voxels' worth."""
+  rng = np.random.default_rng(0)
+  t_hu = rng.uniform(-1200, 3500, (12, 12, 12))
+  p_hu = t_hu + rng.normal(0, 80, t_hu.shape)
+  m = x2ct.x2ct_metrics_hu(p_hu, t_hu)
+  scale = lambda hu: np.clip(hu + 1024, 0, 2500)
+  a, b = scale(t_hu).astype(np.int32), scale(p_hu).astype(np.int32)  # x * 2500 + 0 -> int32
+  ref = 20 * np.log10(4095 / np.sqrt(np.mean((a.astype(float) - b) ** 2)))
+  np.testing.assert_allclose(m["x2ct/psnr_3d"], ref, rtol=1e-9)
+  np.testing.assert_allclose(m["x2ct/mae0"], np.abs(scale(p_hu) - scale(t_hu)).mean() / 2500,
+                             rtol=1e-9)
+  assert m["x2ct/mae0"] < np.abs(p_hu - t_hu).mean() / 5096 * 5096 / 2500  # clipping shrinks it
+
+
+def test_identical_and_all_zero_volumes_are_reported_not_averaged():
+  from cvaa_jax.eval import metrics, report  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  t = rng.random((3, 12, 12, 12)).astype(np.float32)
+  p = t.copy()
+  p[1] += 0.05
+  p[2] = 0.0
+  m = {k: np.asarray(v) for k, v in metrics.all_metrics(p, t, data_range=1.0).items()}
+  assert np.isinf(m["psnr"][0]) and np.isfinite(m["psnr"][1:]).all()
+  assert np.isnan(m["cosine"][2]) and np.isfinite(m["cosine"][:2]).all()
+  per_case = [{k: float(v[i]) for k, v in m.items()} for i in range(3)]
+  s = report.summarize(per_case)
+  assert s["psnr"]["n"] == 2 and s["psnr"]["excluded"] == 1
+  np.testing.assert_allclose(s["psnr"]["mean"], np.mean(m["psnr"][1:]))
+  assert s["cosine"]["excluded"] == 1 and s["mae"]["excluded"] == 0
+  assert "(1 excluded)" in report.markdown_table({"x": s})

@@ -65,6 +65,20 @@ def main():
     raise AssertionError("non-finite loss not caught")
   except loop.NonFiniteError as e:
     assert "at step 1" in str(e), e
+  if len(sys.argv) > 1:  # a checkpoint written from 4 devices, for the 1-device restore test
+    import json  # pylint: disable=g-import-not-at-top
+    import pathlib  # pylint: disable=g-import-not-at-top
+    from cvaa_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+    from cvaa_jax.data import pipeline, dataset  # pylint: disable=g-import-not-at-top
+    work = pathlib.Path(sys.argv[1])
+    (work / "config.json").write_text(config.to_json_best_effort(indent=1))
+    cases = dataset.prepare(config.data.to_dict(), work / "data", seed=0, log=lambda *_: None)
+    ckpt = checkpoint.Checkpointer(work, keep=1)
+    ckpt.save(2, state, iter(pipeline.train_dataset(cases, 4, seed=0)),
+              json.loads(config.to_json_best_effort()))
+    ckpt.wait()
+    ckpt.close()
+    np.savez(work / "ema.npz", *[np.asarray(x) for x in jax.tree.leaves(state.ema_params)])
   print("MULTIDEVICE OK")
 
 

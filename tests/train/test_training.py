@@ -28,10 +28,21 @@ def _env(cache, **extra):
   return env
 
 
-def test_four_devices_equal_one_device_and_non_finite_losses_are_caught(compile_cache):
-  r = subprocess.run([sys.executable, str(ROOT / "tests/train/multidevice_check.py")],
-                     env=_env(compile_cache), capture_output=True, text=True, timeout=900)
+def test_four_devices_equal_one_device_and_non_finite_losses_are_caught(compile_cache, tmp_path):
+  r = subprocess.run([sys.executable, str(ROOT / "tests/train/multidevice_check.py"),
+                      str(tmp_path)], env=_env(compile_cache), capture_output=True, text=True,
+                     timeout=900)
   assert r.returncode == 0 and "MULTIDEVICE OK" in r.stdout, r.stderr[-3000:]
+  # The checkpoint it wrote from 4 devices restores here, on one.
+  from cvaa_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.train import loop  # pylint: disable=g-import-not-at-top
+  assert jax.device_count() == 1
+  _, ema, step = loop.restore_for_inference(config_lib.load_run_config(tmp_path), tmp_path,
+                                            "latest")
+  saved = np.load(tmp_path / "ema.npz")
+  assert step == 2
+  for i, leaf in enumerate(jax.tree.leaves(ema)):
+    np.testing.assert_array_equal(leaf, saved[f"arr_{i}"])
 
 
 def _launch(work, cache, steps, extra=(), **env):
@@ -70,7 +81,7 @@ def test_killed_runs_resume_to_identical_parameters(tmp_path, compile_cache):
     assert killed.returncode == -9, (kill, killed.stderr[-3000:])
   resumed = _launch(run, compile_cache, steps)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
-  assert "resumed from" in resumed.stderr
+  assert "resumed from" in resumed.stdout
   for which in ("checkpoints", "best"):
     (s1, a), (s2, b) = _params(tmp_path / "ref", which), _params(run, which)
     assert s1 == s2, which
@@ -81,3 +92,41 @@ def test_killed_runs_resume_to_identical_parameters(tmp_path, compile_cache):
   ref_lines = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
   key = lambda r: (r["step"], tuple(sorted(k for k in r if k != "steps_per_sec")))
   assert sorted(map(key, lines)) == sorted(map(key, ref_lines))
+
+
+def test_a_full_disk_stops_with_one_line_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from configs import lumbar  # pylint: disable=g-import-not-at-top
+  from cvaa_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  config = lumbar.get_config("tiny")
+  config.train.num_steps, config.train.checkpoint_every, config.train.eval_every = 4, 2, 100
+  calls = []
+
+  def free(path):  # room for the first checkpoint, then a full disk
+    calls.append(path)
+    return 10 ** 12 if len(calls) == 1 else 3_000_000
+
+  monkeypatch.setattr(checkpoint, "free_bytes", free)
+  work = tmp_path / "w"
+  with pytest.raises(checkpoint.DiskFullError) as e:
+    run_lib.run(config, str(work))
+  msg = str(e.value)
+  assert str(work) in msg and "3.0 MB free" in msg and "step 2" in msg and "\n" not in msg
+  mgr = ocp.CheckpointManager(work.absolute() / "checkpoints")
+  assert mgr.all_steps() == [2]
+  mgr.close()
+  monkeypatch.setattr(checkpoint, "free_bytes", lambda path: 10 ** 12)  # space freed
+  summary = run_lib.run(config, str(work))
+  assert summary["train"]["steps"] == 4
+  # An OSError the library raises mid-write (ENOSPC) is reported the same way.
+  import errno  # pylint: disable=g-import-not-at-top
+  ck = checkpoint.Checkpointer(tmp_path / "c", keep=1)
+
+  def boom(*a, **k):
+    raise RuntimeError("write failed") from OSError(errno.ENOSPC, "No space left on device")
+
+  with pytest.raises(checkpoint.DiskFullError, match="No space left on device"):
+    ck._guarded(boom)  # pylint: disable=protected-access
+  ck.close()

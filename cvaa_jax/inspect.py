@@ -1,0 +1,142 @@
+"""Check inputs before training or reconstructing: `python -m cvaa_jax.inspect PATH [PATH ...]`.
+
+Each path is a CT (NIfTI file or DICOM series folder), a radiograph (PNG/TIFF/JPEG, DICOM DX/CR,
+2-D NIfTI), or a folder of either (one case per entry, as `config.data.ct_dir`). Every input is
+loaded exactly as training / reconstruct would load it, and gets one line: its kind, shape, spacing,
+orientation, HU range and body box (CT) or size, pitch and view tags (X-ray) -- or one `error:` line
+naming the file and the fix. `--out DIR` also writes each CT preprocessed onto the model grid (HU
+NIfTI) with a preview of its mid-slices and its two DRRs. Exit status 1 when any input is bad.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+from absl import app, flags
+
+from cvaa_jax import cli, xray_io
+from cvaa_jax.data import io, transforms
+from cvaa_jax.errors import CvaaError, InputError
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("out", None, "Folder for preprocessed volumes and previews (optional).")
+  flags.DEFINE_integer("size", 128, "Model grid edge for --out (config.data.size).")
+  flags.DEFINE_float("spacing_mm", 2.0, "Model grid voxel size for --out (config.data.spacing_mm).")
+  flags.DEFINE_bool("check_hu", True, "Reject CTs that are not in HU (config.data.check_hu).")
+  flags.DEFINE_string("unoriented_axcodes", "", "Axes of NIfTIs without orientation, e.g. LPS.")
+
+
+def kind_of(path: pathlib.Path) -> str:
+  """'ct', 'xray' or 'folder' (a folder of cases), from the name and, for NIfTI/DICOM, the header."""
+  name = path.name.lower()
+  if path.is_dir():
+    files = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if files and all(p.is_file() and not io.is_nifti(p) and not p.name.lower().endswith(
+        xray_io.IMAGE_SUFFIXES) for p in files):
+      return "ct"  # a folder of slices: one DICOM series
+    return "folder"
+  if name.endswith(xray_io.IMAGE_SUFFIXES):
+    return "xray"
+  if io.is_nifti(path):
+    import nibabel as nib  # pylint: disable=g-import-not-at-top
+    try:
+      shape = nib.load(str(path)).shape
+    except Exception:  # pylint: disable=broad-except
+      return "ct"  # let the CT loader name the problem
+    return "xray" if len([s for s in shape if s > 1]) == 2 else "ct"
+  return "xray"  # a single DICOM file: a radiograph (DX/CR)
+
+
+def describe_ct(path: pathlib.Path, check_hu: bool, axcodes: str):
+  loaded = io.load_ct(path, check_hu=check_hu, unoriented_axcodes=axcodes)
+  stored = "".join(loaded.axcodes)
+  vol = transforms.orientation(loaded, "RAS")
+  lo, hi = transforms.body_box(vol)
+  box = (hi - lo + 1) * vol.spacing
+  a = vol.array
+  line = (f"CT     {path}: {'x'.join(map(str, a.shape))} voxels, spacing "
+          f"{'x'.join(f'{s:.3g}' for s in vol.spacing)} mm, stored {stored}, HU "
+          f"{a.min():.0f}..{a.max():.0f}, body box {'x'.join(f'{b:.0f}' for b in box)} mm")
+  return line, vol
+
+
+def describe_xray(path: pathlib.Path) -> str:
+  img, meta = xray_io.read_xray_meta(path)
+  parts = [f"X-ray  {path}: {img.shape[0]}x{img.shape[1]} pixels"]
+  if "pixel_mm" in meta:
+    parts.append(f"pitch {'x'.join(f'{p:.3g}' for p in meta['pixel_mm'][0])} mm")
+  for key in ("side", "orientation", "sid", "sdd"):
+    if key in meta:
+      value = meta[key][0]
+      parts.append(f"{key} {','.join(value) if isinstance(value, tuple) else value}")
+  if "detector" in meta:
+    parts.append("detector located in patient space")
+  return ", ".join(parts)
+
+
+def write_preview(vol, out: pathlib.Path, size: int, spacing_mm: float) -> pathlib.Path:
+  """The CT on the model grid (HU NIfTI) and a PNG of its mid-slices and two training DRRs."""
+  from cvaa_jax import drr, viz  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.models import projection  # pylint: disable=g-import-not-at-top
+  name = pathlib.Path(vol.source).name.replace(".nii.gz", "").replace(".nii", "")
+  grid = transforms.preprocess(vol, spacing_mm=spacing_mm, size=(size,) * 3)
+  io.save_nifti(transforms.unit_to_hu(grid), out / f"{name}.nii.gz")
+  spacing, origin = projection.grid(size, size * spacing_mm)
+  mu = drr.unit_to_mu(np.asarray(grid.array, np.float32))
+  views = [np.asarray(drr.normalize_projection(drr.project(mu, spacing, origin, spec.geometry(size))))
+           for spec in projection.views_for(fov_mm=size * spacing_mm)]
+  slices = viz.mid_slices(np.clip(np.asarray(grid.array), 0.0, 0.35))
+  return viz.save_panels_png({**slices, "frontal DRR": views[0], "lateral DRR": views[1]},
+                             out / f"{name}.png", title=f"{name} on the model grid")
+
+
+def inspect_paths(paths, out=None, size=128, spacing_mm=2.0, check_hu=True, axcodes="",
+                  emit=print) -> int:
+  """Prints one line per input; returns the number of bad inputs."""
+  bad = 0
+  todo = [pathlib.Path(p) for p in paths]
+  while todo:
+    path = todo.pop(0)
+    try:
+      if not path.exists():
+        raise InputError(f"{path}: no such file or folder; check the path.")
+      kind = kind_of(path)
+      if kind == "folder":
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        if not entries:
+          raise InputError(f"{path}: the folder is empty.")
+        todo = entries + todo
+        continue
+      if kind == "xray":
+        emit(describe_xray(path))
+      else:
+        line, vol = describe_ct(path, check_hu, axcodes)
+        if out is not None:
+          out.mkdir(parents=True, exist_ok=True)
+          line += f"; wrote {write_preview(vol, out, size, spacing_mm)}"
+        emit(line)
+    except CvaaError as e:
+      bad += 1
+      emit("error: " + " ".join(str(e).split()))
+  return bad
+
+
+def main(argv):
+  cli.setup_logging(info=False)
+  paths = argv[1:]
+  if not paths:
+    cli.fail("give one or more files or folders: python -m cvaa_jax.inspect PATH [PATH ...]")
+  out = pathlib.Path(FLAGS.out) if FLAGS.out else None
+  bad = inspect_paths(paths, out, FLAGS.size, FLAGS.spacing_mm, FLAGS.check_hu,
+                      FLAGS.unoriented_axcodes)
+  sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
