@@ -94,7 +94,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_workers = 0  # Grain worker processes (0: in the main process)
   c.train.remat = False  # rematerialise the generator's activations in the backward pass
   c.train.eval_batch_size = 2
-  c.train.distributed = False  # call jax.distributed.initialize() (multi-host; reads the env)
+  c.train.distributed = False  # start JAX's multi-process runtime (cvaa_jax/distributed.py)
+  c.train.coordinator_address = ""  # host:port of process 0; empty: from the cluster environment
+  c.train.num_processes = 0  # 0: from the environment (SLURM_NTASKS, ...)
+  c.train.process_id = -1  # -1: from the environment (SLURM_PROCID, ...)
+  c.train.init_timeout_s = 120.0  # give up reaching the coordinator after this long
+  c.train.heartbeat_timeout_s = 100.0  # a process silent this long is taken as dead
 
   c.preview = True  # write mid-slice PNGs of the prepared data.
   return c
@@ -202,12 +207,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return cfg
 
 
-def prepare_workdir(workdir: str | os.PathLike) -> pathlib.Path:
+def prepare_workdir(workdir: str | os.PathLike, probe: str = ".write_test") -> pathlib.Path:
   """Creates `workdir` and proves it writable, or raises a one-line ConfigError naming it."""
   path = pathlib.Path(workdir).expanduser()
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_test"
+    probe = path / probe
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:

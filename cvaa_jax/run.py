@@ -14,6 +14,7 @@ import numpy as np
 from absl import logging
 
 from cvaa_jax import config as config_lib
+from cvaa_jax import distributed
 from cvaa_jax import viz
 from cvaa_jax.data import dataset
 
@@ -23,7 +24,9 @@ from cvaa_jax.data import dataset
 # optimiser, geometry), and changing it in an existing workdir is refused.
 RESCHEDULE_FIELDS = ("train.num_steps", "train.num_epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers",
-                     "train.eval_batch_size", "train.distributed", "train.remat", "preview")
+                     "train.eval_batch_size", "train.distributed", "train.remat", "preview",
+                     "train.coordinator_address", "train.num_processes", "train.process_id",
+                     "train.init_timeout_s", "train.heartbeat_timeout_s")
 
 
 def check_identity(config: ml_collections.ConfigDict, workdir) -> list[str]:
@@ -60,22 +63,27 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_lib.validate(config)
   rescheduled = check_identity(config, workdir)
   if config.train.distributed:
-    jax.distributed.initialize()  # coordinator, process count and id from the environment
-  work = config_lib.prepare_workdir(workdir)
+    distributed.initialize(config.train)
+  primary = distributed.is_primary()
+  work = config_lib.prepare_workdir(workdir, probe=f".write_test_{jax.process_index()}")
   if rescheduled:
     logging.info("resuming %s with changed %s", work, ", ".join(rescheduled))
   logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
-  (work / "config.json").write_text(config.to_json_best_effort(indent=1))
-  cases = dataset.prepare(config.data.to_dict(), work / "data", seed=config.seed,
-                          log=logging.info)
+  if primary:  # one writer for the shared files; the others wait for them
+    (work / "config.json").write_text(config.to_json_best_effort(indent=1))
+    cases = dataset.prepare(config.data.to_dict(), work / "data", seed=config.seed,
+                            log=logging.info)
+  distributed.barrier("data prepared")
+  if not primary:
+    cases = dataset.load_index(work / "data")
   counts = {s: sum(c.split == s for c in cases) for s in ("train", "val", "test")}
   logging.info("data: %d cases, split %s", len(cases), counts)
   if not counts["val"] and not counts["test"]:
     logging.warning("data: only %d case(s), all used for training: no validation, no best/ "
                     "checkpoint and no held-out report (add cases for them)", len(cases))
   summary = {"cases": len(cases), "split": counts}
-  if config.preview:
+  if config.preview and primary:
     shown = {c.case_id: np.asarray(c.load()) for c in cases[:4]}
     png = viz.save_slices_png(shown, work / "preview" / "data.png",
                               title=f"prepared data (window {config.data.hu_min:g}..."
@@ -84,5 +92,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary["preview"] = str(png)
   from cvaa_jax.train import loop  # pylint: disable=g-import-not-at-top
   summary["train"] = loop.train_and_evaluate(config, work, cases)
-  (work / "summary.json").write_text(json.dumps(summary, indent=1))
+  if primary:
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary

@@ -48,6 +48,12 @@ def save_slices_png(volumes: Mapping[str, np.ndarray], path: str | pathlib.Path,
         ax.set_title(name, fontsize=9)
       if col == 0:
         ax.set_ylabel(view, fontsize=9)
+  return _finish(fig, path, title)
+
+
+def _finish(fig, path: pathlib.Path, title: str | None) -> pathlib.Path:
+  """Title, layout, write, close."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
@@ -71,9 +77,4 @@ def save_panels_png(panels: Mapping[str, np.ndarray], path: str | pathlib.Path,
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(name, fontsize=9)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return _finish(fig, path, title)

@@ -58,14 +58,37 @@ class RandomShift(grain.transforms.RandomMap):
     return {**element, "volume": out}
 
 
+class ProcessBlocks(grain.MapDataset):
+  """This process's part of every global batch: element i is global element
+  (i // b) * B + p * b + i % b for per-process batch b, global batch B = b * P, process p. The
+  processes' batches then stack, in process order, into exactly the global batch one process would
+  read (same cases, same order), and every element is read by one process only."""
+
+  def __init__(self, parent: grain.MapDataset, per_process: int, process_index: int,
+               process_count: int):
+    super().__init__(parent)
+    self._b, self._p, self._n = per_process, process_index, process_count
+
+  def __len__(self) -> int:
+    return (len(self._parent) // (self._b * self._n)) * self._b
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    g, j = divmod(index, self._b)
+    return self._parent[g * self._b * self._n + self._p * self._b + j]
+
+
 def train_dataset(cases: Sequence[Case], batch_size: int, seed: int, num_epochs: int | None = None,
                   shift_voxels: int = 0, num_workers: int = 0,
                   process_index: int | None = None, process_count: int | None = None
                   ) -> grain.IterDataset:
   """Shuffled (reshuffled every epoch), augmented, batched training volumes of this process.
 
-  `batch_size` is the per-process batch; each process reads its own slice of every epoch, so a
-  multi-host run feeds disjoint data to each host.
+  `batch_size` is the per-process batch; each process reads its own block of every global batch
+  (`ProcessBlocks`), so a multi-host run feeds disjoint data to each host and its global batches
+  equal a single process's. Augmentation draws are keyed on the global element index, so they do
+  not depend on the process count either.
   """
   train = [c for c in cases if c.split == "train"]
   paths = [c.path for c in train]
@@ -78,8 +101,10 @@ def train_dataset(cases: Sequence[Case], batch_size: int, seed: int, num_epochs:
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
   ds = grain.MapDataset.source(VolumeSource(paths, xrays)).seed(seed).shuffle().repeat(num_epochs)
-  ds = ds[pi::pc]
-  ds = ds.random_map(RandomShift(shift_voxels)).batch(batch_size, drop_remainder=True)
+  ds = ds.random_map(RandomShift(shift_voxels))
+  if pc > 1:
+    ds = ProcessBlocks(ds, batch_size, pi, pc)
+  ds = ds.batch(batch_size, drop_remainder=True)
   it = ds.to_iter_dataset()
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

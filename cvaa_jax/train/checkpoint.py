@@ -57,9 +57,13 @@ class Checkpointer:
                                              cleanup_tmp_directories=True, create=True))
     self.best = ocp.CheckpointManager(
         (workdir / "best").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, best_fn=lambda m: m[best_metric],
-                                             best_mode="min", enable_async_checkpointing=True,
-                                             cleanup_tmp_directories=True, create=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode="min",
+            enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
+            # Its own barrier names: both managers may write the same step at once, and in a
+            # multi-process run their cross-process barriers are keyed by the step.
+            multiprocessing_options=ocp.options.MultiprocessingOptions(
+                barrier_sync_key_prefix="best")))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -104,8 +108,8 @@ class Checkpointer:
     return dropped
 
   def save_best(self, step: int, state: Any, config: dict, metrics: dict) -> None:
-    if step in self.best.all_steps():
-      return  # written by an earlier attempt at this very step: the replay is identical
+    # No step newer than the resume point survives `drop_best_after`, so every process makes the
+    # same decision here (a save is a collective in a multi-process run).
     self.check_space(state)
     self._guarded(self.best.save, step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config)),

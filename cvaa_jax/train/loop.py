@@ -88,9 +88,13 @@ def fault_point(point: str, step: int) -> None:
 
 class MetricWriter:
   """JSONL always; TensorBoard event files where tensorboardX is installed. On resume, JSONL lines
-  of steps after the resume point (written before a kill, replayed now) are dropped."""
+  of steps after the resume point (written before a kill, replayed now) are dropped. Only process
+  0 writes (`enabled`)."""
 
-  def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
+  def __init__(self, workdir: pathlib.Path, resume_step: int = 0, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
     path = workdir / "metrics.jsonl"
     if path.exists():
       kept = []
@@ -111,6 +115,8 @@ class MetricWriter:
       self.tb = None
 
   def write(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
     self.jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
     self.jsonl.flush()
     if self.tb is not None:
@@ -119,6 +125,8 @@ class MetricWriter:
       self.tb.flush()
 
   def close(self) -> None:
+    if not self.enabled:
+      return
     self.jsonl.close()
     if self.tb is not None:
       self.tb.close()
@@ -199,7 +207,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if dropped:
     logging.info("best/: dropped step(s) %s newer than the resume point %d (they are replayed)",
                  dropped, start)
-  writer = MetricWriter(workdir, start)
+  primary = jax.process_index() == 0
+  writer = MetricWriter(workdir, start, enabled=primary)
+  # Evaluation runs on each process's own devices with host copies of the (replicated) parameters,
+  # so it needs no cross-process traffic; every process computes the same numbers.
+  to_host = (lambda tree: jax.device_get(tree)) if jax.process_count() > 1 else (lambda tree: tree)
   t0, last_step, last_time = time.time(), start, time.time()
   try:
     for step in range(start, total):
@@ -219,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      m["g/proj"], m["d/total"], rate, (total - done) / max(rate, 1e-9))
         writer.write(done, {**m, "steps_per_sec": rate})
       if done % t.eval_every == 0 or done == total:
-        per_case, _ = evaluate(scfg, state.ema_params, cases, "val", t.eval_batch_size,
+        per_case, _ = evaluate(scfg, to_host(state.ema_params), cases, "val", t.eval_batch_size,
                                predict_fn)
         fault_point("eval", done)
         if per_case:
@@ -236,7 +248,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   finally:
     ckpt.wait()
     writer.close()
-  result = _final_report(config, workdir, scfg, state, cases, predict_fn)
+  result = _final_report(config, workdir, scfg, state, cases, predict_fn, primary, to_host)
   ckpt.close()
   result["train_seconds"] = time.time() - t0
   return result
@@ -250,7 +262,8 @@ def _check_finite(state) -> None:
                          "or check the data.")
 
 
-def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
+def _final_report(config, workdir, scfg, state, cases, predict_fn, primary=True,
+                  to_host=lambda tree: tree) -> dict:
   """Test-split metrics of the EMA generator next to the mean-volume baseline, plus a figure."""
   out = workdir / "eval"
   split = "test" if any(c.split == "test" for c in cases) else "val"
@@ -258,22 +271,26 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn) -> dict:
     logging.warning("no validation or test cases: the held-out report is skipped")
     return {"split": None, "model": None, "mean_volume_baseline": None,
             "steps": int(state.step), "note": "no held-out cases (dataset too small)"}
-  per_case, ids = evaluate(scfg, state.ema_params, cases, split, config.train.eval_batch_size,
-                           predict_fn)
+  per_case, ids = evaluate(scfg, to_host(state.ema_params), cases, split,
+                           config.train.eval_batch_size, predict_fn)
   fault_point("report", int(state.step))
   base_cases, _ = _mean_volume_baseline(cases, split)
   base = report.summarize(base_cases)
   name = f"{config.model.name}" + (f"-{config.model.fusion}" if config.model.name == "cvaa_gan"
                                    else "")
+  if not primary:
+    return {"split": split, "model": report.summarize(per_case), "mean_volume_baseline": base,
+            "steps": int(state.step)}
   summary = report.write(out, split, per_case, ids, extra_rows={"mean-volume baseline": base},
                          label=name,
-                         note=f"Metrics on [0, 1]-normalised volumes (data_range 1), {split} split, "
+                         note=f"Metrics on [0, 1]-normalised volumes (data_range 1) of HU "
+                              f"[{config.data.hu_min:g}, {config.data.hu_max:g}], {split} split, "
                               f"{len(per_case)} cases, EMA generator.")
   logging.info("%s metrics:\n%s", split, (out / f"{split}_summary.md").read_text())
   first = next(c for c in cases if c.split == split)
   vol = jnp.asarray(np.asarray(first.load())[None])
   views = [jnp.asarray(np.load(x)[None]) for x in first.xray_paths] if first.xray_paths else []
-  pred = np.asarray(predict_fn(state.ema_params, vol, *views))[0]
+  pred = np.asarray(predict_fn(to_host(state.ema_params), vol, *views))[0]
   viz.save_slices_png({"ground truth": np.asarray(vol[0]), name: pred},
                       out / f"{split}_{first.case_id}.png", vmax=0.35)
   return {"split": split, "model": summary, "mean_volume_baseline": base,

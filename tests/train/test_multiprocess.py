@@ -1,0 +1,131 @@
+"""Two launch.py processes joined by jax.distributed on the CPU backend (gloo collectives, 2 fake
+devices each) train like one process with 4 devices, share one checkpoint, resume after both are
+killed, and stop in bounded time when one of them dies."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from absl import flags
+
+from tests.conftest import ROOT
+
+STEPS = 4
+COMMON = ["--config=configs/lumbar.py:tiny", f"--config.train.num_steps={STEPS}",
+          "--config.train.batch_size=4", "--config.train.checkpoint_every=2",
+          "--config.train.eval_every=3"]
+
+
+def _port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: int, **extra):
+  env = dict(os.environ, PYTHONPATH=str(ROOT),
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env.update(extra)
+  return env
+
+
+def _start(work, port, pid, heartbeat=100, **env):
+  args = [sys.executable, str(ROOT / "launch.py"), *COMMON, f"--workdir={work}",
+          "--config.train.distributed=True", f"--config.train.coordinator_address=localhost:{port}",
+          "--config.train.num_processes=2", f"--config.train.process_id={pid}",
+          f"--config.train.heartbeat_timeout_s={heartbeat}", "--config.train.init_timeout_s=60"]
+  return subprocess.Popen(args, cwd=ROOT, env=_env(2, **env), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _both(work, env0=None, env1=None, **kw):
+  port = _port()
+  procs = [_start(work, port, 0, **kw, **(env0 or {})), _start(work, port, 1, **kw, **(env1 or {}))]
+  out = [p.communicate(timeout=600) for p in procs]
+  return [(p.returncode, o, e) for p, (o, e) in zip(procs, out)]
+
+
+def _state(work):
+  from cvaa_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.train import checkpoint, loop  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()
+  _, abstract = loop.build(config_lib.load_run_config(work), 1, abstract=True)
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  mgr = ocp.CheckpointManager(pathlib.Path(work).absolute() / "checkpoints")
+  step = mgr.latest_step()
+  state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(
+      checkpoint.abstract_like(abstract, one)))).state
+  mgr.close()
+  return step, state
+
+
+def test_two_processes_train_like_one_share_a_checkpoint_and_resume(tmp_path):
+  ref = subprocess.run([sys.executable, str(ROOT / "launch.py"), *COMMON,
+                        f"--workdir={tmp_path / 'ref'}"], cwd=ROOT, env=_env(4),
+                       capture_output=True, text=True, timeout=600)
+  assert ref.returncode == 0, ref.stderr[-3000:]
+  run = tmp_path / "two"
+  # Both killed during the step-3 validation (the step-2 checkpoint complete by then); whichever
+  # dies second may already have been stopped by the runtime for its dead peer (SIGABRT).
+  killed = _both(run, env0={"CVAA_FAULT_KILL_AT": "eval:3"}, env1={"CVAA_FAULT_KILL_AT": "eval:3"})
+  codes = [k[0] for k in killed]
+  assert -9 in codes and set(codes) <= {-9, -6}, [k[2][-2000:] for k in killed]
+  resumed = _both(run)
+  assert [r[0] for r in resumed] == [0, 0], [r[2][-3000:] for r in resumed]
+  assert all("resumed from" in r[1] for r in resumed)
+  # One checkpoint, written by both: each process's data-iterator state sits in it.
+  data = run / "checkpoints" / str(STEPS) / "data"
+  assert {p.name for p in data.glob("process_*")} == {"process_0-of-2.json", "process_1-of-2.json"}
+  # Only process 0 wrote the run's files: one metrics line per logged step, as in one process.
+  assert len((run / "metrics.jsonl").read_text().splitlines()) == \
+      len((tmp_path / "ref" / "metrics.jsonl").read_text().splitlines())
+  assert (run / "eval" / "test_summary.md").exists() and (run / "summary.json").exists()
+  # Parameters equal the one-process run on the same global batches, to the 4-device test's
+  # tolerance: Adam moves a parameter by up to 2 lr per step where cross-process reduction order
+  # flips the sign of a near-zero gradient; almost all agree far more tightly.
+  (s1, a), (s2, b) = _state(tmp_path / "ref"), _state(run)
+  assert s1 == s2 == STEPS
+  lr = 2e-4
+  diffs = np.concatenate([np.abs(np.asarray(x) - np.asarray(y)).ravel() for x, y in
+                          zip(jax.tree.leaves((a.g_params, a.d_params)),
+                              jax.tree.leaves((b.g_params, b.d_params)))])
+  assert diffs.max() <= 2.01 * lr * STEPS, diffs.max()
+  assert np.mean(diffs < 1e-6) > 0.95
+
+
+def test_a_dead_process_stops_the_other_in_bounded_time_and_bad_settings_are_one_line(tmp_path):
+  t = time.time()
+  out = _both(tmp_path / "w", env1={"CVAA_FAULT_KILL_AT": "step:2"}, heartbeat=10)
+  elapsed = time.time() - t
+  (rc0, o0, e0), (rc1, _, _) = out
+  assert rc1 == -9 and rc0 != 0, (rc0, e0[-2000:])
+  assert "another task died" in e0 or "heartbeat" in e0, e0[-3000:]
+  assert elapsed < 300
+  # Settings that cannot work: one line each, no hang.
+  port = _port()
+  args = [sys.executable, str(ROOT / "launch.py"), *COMMON, f"--workdir={tmp_path / 'x'}",
+          "--config.train.distributed=True"]
+  bad = subprocess.run(args + [f"--config.train.coordinator_address=localhost:{port}",
+                               "--config.train.num_processes=2", "--config.train.process_id=2"],
+                       cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "outside 0..1" in bad.stderr
+  env = _env(2, SLURM_NTASKS="3", SLURM_PROCID="0")
+  bad = subprocess.run(args + [f"--config.train.coordinator_address=localhost:{port}",
+                               "--config.train.num_processes=2", "--config.train.process_id=0"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 2 and "disagrees with SLURM_NTASKS=3" in bad.stderr
+  t = time.time()
+  lonely = subprocess.run(args + [f"--config.train.coordinator_address=localhost:{port}",
+                                  "--config.train.num_processes=2", "--config.train.process_id=1",
+                                  "--config.train.init_timeout_s=5"],
+                          cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=120)
+  assert lonely.returncode == 2 and "jax.distributed.initialize failed" in lonely.stderr, \
+      lonely.stderr[-2000:]
+  assert lonely.stderr.strip().count("\n") == 0 and time.time() - t < 60
