@@ -36,11 +36,13 @@ def _env(devices: int, **extra):
   return env
 
 
-def _start(work, port, pid, heartbeat=100, **env):
+def _start(work, port, pid, heartbeat=300, **env):
   args = [sys.executable, str(ROOT / "launch.py"), *COMMON, f"--workdir={work}",
           "--config.train.distributed=True", f"--config.train.coordinator_address=localhost:{port}",
           "--config.train.num_processes=2", f"--config.train.process_id={pid}",
-          f"--config.train.heartbeat_timeout_s={heartbeat}", "--config.train.init_timeout_s=60"]
+          # Generous start-up and heartbeat limits: on a loaded 2-core CI machine the processes
+          # start, compile and write checkpoints slowly.
+          f"--config.train.heartbeat_timeout_s={heartbeat}", "--config.train.init_timeout_s=300"]
   return subprocess.Popen(args, cwd=ROOT, env=_env(2, **env), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
