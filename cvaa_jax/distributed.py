@@ -57,6 +57,7 @@ def initialize(train: ml_collections.ConfigDict) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   except Exception:  # pylint: disable=broad-except  # a JAX without CPU collectives options
     pass
+  _TIMEOUT_S["value"] = max(float(train.init_timeout_s), float(train.heartbeat_timeout_s), 300.0)
   try:
     jax.distributed.initialize(coordinator_address=addr or None,
                                num_processes=n if n > 0 else None,
@@ -101,8 +102,22 @@ def is_primary() -> bool:
   return jax.process_index() == 0
 
 
-def barrier(name: str) -> None:
-  """All processes wait here (no-op for one process)."""
-  if jax.process_count() > 1:
+_TIMEOUT_S = {"value": 300.0}
+
+
+def barrier(name: str, timeout_s: float | None = None) -> None:
+  """All processes wait here (no-op for one process).
+
+  A barrier of the coordination service (gRPC), not a device collective: a collective's first use
+  sets up gloo's connections, which time out when one process is still busy (preparing data,
+  compiling) -- so processes meet here first, with a generous limit."""
+  if jax.process_count() <= 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client
+  timeout = _TIMEOUT_S["value"] if timeout_s is None else timeout_s
+  if client is None or not hasattr(client, "wait_at_barrier"):
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices(name)
+    return
+  client.wait_at_barrier(f"cvaa_jax/{name}", int(timeout * 1000))

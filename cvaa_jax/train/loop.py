@@ -21,7 +21,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from cvaa_jax import models, viz
+from cvaa_jax import distributed, models, viz
 from cvaa_jax.data import dataset, pipeline
 from cvaa_jax.errors import ConfigError, CvaaError
 from cvaa_jax.eval import metrics as metrics_lib
@@ -213,9 +213,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # so it needs no cross-process traffic; every process computes the same numbers.
   to_host = (lambda tree: jax.device_get(tree)) if jax.process_count() > 1 else (lambda tree: tree)
   t0, last_step, last_time = time.time(), start, time.time()
+  if jax.process_count() > 1 and start < total:
+    # Compile before the first collective runs, then meet: gloo sets up its connections at the
+    # first cross-process collective and times out if a peer is still compiling.
+    first = next(data_iter)
+    batch = {k: jax.make_array_from_process_local_data(data_sharding, first[k]) for k in keys}
+    step_fn = step_fn.lower(state, batch).compile()
+    distributed.barrier(f"compiled {start}")
+    pending = [first]
+  else:
+    pending = []
   try:
     for step in range(start, total):
-      local = next(data_iter)
+      local = pending.pop() if pending else next(data_iter)
       batch = {k: jax.make_array_from_process_local_data(data_sharding, local[k]) for k in keys}
       state, m = step_fn(state, batch)
       done = step + 1
