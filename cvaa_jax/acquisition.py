@@ -50,6 +50,13 @@ class Reference:
   fov_mm: float  # model field of view at the isocentre
   size: int  # model input pixels
 
+  @classmethod
+  def from_config(cls, config) -> "Reference":
+    """The training geometry of a run's config (its `drr` and `data` sections)."""
+    d, r = config.data, config.drr
+    return cls(parallel=r.parallel, sid=r.sid, sdd=r.sdd, fov_mm=d.size * d.spacing_mm,
+               size=d.size)
+
 
 @dataclasses.dataclass(frozen=True)
 class Acquisition:

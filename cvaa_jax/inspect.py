@@ -52,6 +52,17 @@ def kind_of(path: pathlib.Path) -> str:
   return "xray"  # a single DICOM file: a radiograph (DX/CR)
 
 
+OTHER_SUFFIXES = (".txt", ".md", ".json", ".csv", ".pdf", ".html", ".py", ".yaml", ".yml", ".xml",
+                  ".log", ".zip", ".gz")
+
+
+def _may_be_input(path: pathlib.Path) -> bool:
+  """Inside a folder: NIfTI, image and DICOM files (also suffix-less ones) are inputs."""
+  name = path.name.lower()
+  return io.is_nifti(path) or name.endswith(xray_io.IMAGE_SUFFIXES) or \
+      not name.endswith(OTHER_SUFFIXES) and not name.startswith("license")
+
+
 def describe_ct(path: pathlib.Path, check_hu: bool, axcodes: str):
   loaded = io.load_ct(path, check_hu=check_hu, unoriented_axcodes=axcodes)
   stored = "".join(loaded.axcodes)
@@ -110,7 +121,11 @@ def inspect_paths(paths, out=None, size=128, spacing_mm=2.0, check_hu=True, axco
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
         if not entries:
           raise InputError(f"{path}: the folder is empty.")
-        todo = entries + todo
+        inputs = [p for p in entries if p.is_dir() or _may_be_input(p)]
+        if len(inputs) < len(entries):  # notes, licences, tables beside the scans
+          emit(f"skip   {path}: {len(entries) - len(inputs)} file(s) that are no CT or X-ray "
+               f"({', '.join(p.name for p in entries if p not in inputs)[:120]})")
+        todo = inputs + todo
         continue
       if kind == "xray":
         emit(describe_xray(path))

@@ -182,9 +182,7 @@ class Reconstructor:
 
   @property
   def reference(self) -> acquisition.Reference:
-    d, r = self.config.data, self.config.drr
-    return acquisition.Reference(parallel=r.parallel, sid=r.sid, sdd=r.sdd,
-                                 fov_mm=d.size * d.spacing_mm, size=d.size)
+    return acquisition.Reference.from_config(self.config)
 
   def default_geometry(self) -> np.ndarray:
     return np.array([s.inv_sid for s in self.scfg.views], np.float32)
@@ -265,10 +263,7 @@ def main(argv):
         jobs.append((fr, la, pathlib.Path(FLAGS.out) / f"{case.name}.nii.gz"))
     else:
       jobs.append((FLAGS.frontal, FLAGS.lateral, FLAGS.out))
-    ref = config_lib.load_run_config(FLAGS.workdir)
-    d = ref.data
-    ref = acquisition.Reference(ref.drr.parallel, ref.drr.sid, ref.drr.sdd, d.size * d.spacing_mm,
-                                d.size)
+    ref = acquisition.Reference.from_config(config_lib.load_run_config(FLAGS.workdir))
     prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
     rec = Reconstructor(FLAGS.workdir, FLAGS.which)
     print(f"model: {rec.model}")
