@@ -29,6 +29,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = "phantom"  # 'phantom': procedural lumbar CTs; 'ct_dir': a folder of the user's CTs.
   c.data.ct_dir = ""  # .nii/.nii.gz files and/or DICOM series folders (one case each).
+  c.data.ct_glob = ""  # nested layouts: glob(s) under ct_dir, comma-separated, e.g.
+  #                      '*/ct.nii.gz' or '**/*_ct.nii.gz'; empty: ct_dir's top level
+  c.data.ct_exclude = ""  # fnmatch patterns on the path under ct_dir, comma-separated, e.g.
+  #                         '*seg*,*label*,derivatives/*': masks and label maps are not CTs
+  c.data.test_cases = ()  # case ids always held out as test (leave-one-patient-out folds);
+  #                         the other cases are split by data.split
+  c.data.phantom_share = 0.0  # source 'ct_dir': share of training samples drawn from
+  #                             data.num_phantoms procedural phantoms mixed in (0: real CTs only)
   c.data.pairs_dir = ""  # source 'pairs': one folder per case with ct.nii[.gz] (or ct/ DICOM) and
   #                        its own frontal*/lateral* images (another DRR tool's, or real paired X-rays)
   c.data.num_phantoms = 32  # cases generated when source == 'phantom'.
@@ -42,6 +50,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.check_hu = True  # reject volumes that do not look like HU.
   c.data.unoriented_axcodes = ""  # NIfTIs without orientation (qform/sform codes 0): e.g. 'LPS'
   #                                 states their axes; empty: such files are rejected
+
+  # Few-CT augmentation of 'ct_dir' training cases (data/augment.py), drawn per sample from the
+  # whole resampled scan, seeded by the sample's index like the rest of the pipeline. All off by
+  # default (the paper's fixed body-centred crop); configs/real64.py turns them on.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.placement = False  # field of view anywhere along the scan and across the body
+  c.augment.rotate_deg = 0.0  # uniform rotation about each axis, +- degrees
+  c.augment.scale = 0.0  # isotropic scaling 1 +- this
+  c.augment.elastic_mm = 0.0  # smooth random displacement, std in mm of its control points
+  c.augment.elastic_points = 4  # control points per axis of the displacement field
+  c.augment.hu_gain = 0.0  # attenuation (HU + 1000) scaled by 1 +- this
+  c.augment.hu_offset = 0.0  # HU added, +- this
+  c.augment.hu_noise = 0.0  # Gaussian noise, std in HU
+  c.augment.mirror_prob = 0.0  # left-right mirroring: creates situs inversus anatomy (heart and
+  #                              liver swap sides), not a pose change; off unless asked for
 
   c.drr = ml_collections.ConfigDict()  # how training X-rays are rendered from the CT volumes
   c.drr.parallel = False  # cone beam (clinical) by default; the models' lifting follows it
@@ -198,9 +221,22 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if 0 < lo and d.size * d.spacing_mm / 2 * 1.74 >= lo:
     raise ConfigError(f"config.drr.sid_range: min {lo} mm puts the X-ray source inside the "
                       f"{d.size * d.spacing_mm:g} mm volume; increase it.")
-  for name in ("drr.parallel_share", "drr.opposite_side_share"):
+  for name in ("drr.parallel_share", "drr.opposite_side_share", "data.phantom_share",
+               "augment.mirror_prob", "augment.scale", "augment.hu_gain"):
     if not 0 <= given[name] <= 1:
       raise ConfigError(f"config.{name}: must lie in [0, 1], got {given[name]}.")
+  for name in ("augment.rotate_deg", "augment.elastic_mm", "augment.hu_offset",
+               "augment.hu_noise"):
+    if given[name] < 0:
+      raise ConfigError(f"config.{name}: must be >= 0, got {given[name]}.")
+  if given["augment.rotate_deg"] > 45:
+    raise ConfigError("config.augment.rotate_deg: at most 45 degrees (the views' sides would "
+                      "swap).")
+  if given["augment.elastic_points"] < 2:
+    raise ConfigError("config.augment.elastic_points: need at least 2 control points per axis.")
+  if d.phantom_share >= 1 and d.source == "ct_dir":
+    raise ConfigError("config.data.phantom_share: 1 would never use the CTs; use "
+                      "data.source='phantom' instead.")
   for name in ("train.b1", "train.b2"):
     if not 0 <= given[name] < 1:
       raise ConfigError(f"config.{name}: Adam beta must lie in [0, 1), got {given[name]}.")
@@ -243,6 +279,7 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         dst[k] = tuple(v) if isinstance(dst[k], tuple) else v
 
   merge(cfg, saved)
-  if cfg.data.source == "ct_dir" and not pathlib.Path(cfg.data.ct_dir).is_dir():
+  if cfg.data.source == "ct_dir" and not (cfg.data.ct_dir and
+                                          pathlib.Path(cfg.data.ct_dir).is_dir()):
     cfg.data.source = "phantom"  # the CT folder is not needed to use a trained model
   return validate(cfg)

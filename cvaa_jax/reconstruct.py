@@ -1,7 +1,7 @@
 """Reconstruct a CT from a frontal + lateral X-ray pair with a trained model.
 
-  python -m cvaa_jax.reconstruct --workdir=runs/lumbar --frontal=AP.dcm --lateral=LAT.dcm \\
-      --out=ct.nii.gz [--which=best] [--png] [--domain=display] [--iso=x,y,z]
+  python -m cvaa_jax.reconstruct --frontal=AP.dcm --lateral=LAT.dcm --out=ct.nii.gz \\
+      [--workdir=runs/lumbar] [--which=best] [--png] [--domain=display] [--iso=x,y,z]
       [--frontal_side=ap|pa] [--lateral_side=left|right] [--beam=cone|parallel] [--sid=MM]
       [--sdd=MM] [--pixel_mm=ROW[,COL]] (each also per view: --frontal_sid, --lateral_sdd, ...)
   python -m cvaa_jax.reconstruct --workdir=runs/lumbar --pairs=folder_of_cases --out=out_folder
@@ -15,7 +15,8 @@ the central rays of two located 2-D NIfTI detectors meet, else the world origin 
 which). `reconstruct_report.json` records every geometry value with its source, and a
 projection-consistency score per view (no ground truth needed).
 
-A folder of pairs holds one sub-folder per case with two images whose names start with
+Without --workdir the shipped model is used (cvaa_jax/pretrained/real32: its README is the model
+card); the first line printed names the model. A folder of pairs holds one sub-folder per case with two images whose names start with
 'frontal'/'ap'/'pa' and 'lateral'/'lat'.
 """
 
@@ -46,7 +47,9 @@ VIEWS = ("frontal", "lateral")
 
 def define_flags() -> None:
   """Command-line flags, defined only when run as a program (the module stays importable)."""
-  flags.DEFINE_string("workdir", None, "A folder launch.py trained in (has config.json, checkpoints).")
+  flags.DEFINE_string("workdir", None, "A folder launch.py trained in (config.json, checkpoints), "
+                      "or a model folder (config.json + weights.npz); default: the shipped model "
+                      "(cvaa_jax/pretrained).")
   flags.DEFINE_string("frontal", None, "Frontal (AP or PA) radiograph.")
   flags.DEFINE_string("lateral", None, "Lateral radiograph.")
   flags.DEFINE_string("pairs", None, "Folder with one sub-folder per case (instead of --frontal/--lateral).")
@@ -166,16 +169,31 @@ def prepare_pair(frontal_path, lateral_path, ref: acquisition.Reference,
 
 
 class Reconstructor:
-  """Loads a run's EMA generator once; `__call__` reconstructs one prepared pair."""
+  """Loads a generator once; `__call__` reconstructs one prepared pair.
 
-  def __init__(self, workdir: str | pathlib.Path, which: str = "best"):
+  `workdir`: a trained run (its 'best' or 'latest' EMA generator), or a model folder
+  (`cvaa_jax.pretrained`: config.json + weights.npz); None: the shipped model.
+  """
+
+  def __init__(self, workdir: str | pathlib.Path | None = None, which: str = "best"):
+    from cvaa_jax import pretrained  # pylint: disable=g-import-not-at-top
     from cvaa_jax.train import loop, step as step_lib  # pylint: disable=g-import-not-at-top
-    self.config = config_lib.load_run_config(workdir)
-    if which == "best" and not (pathlib.Path(workdir) / "best").is_dir():
-      which = "latest"
-    self.scfg, self.params, self.step = loop.restore_for_inference(self.config, workdir, which)
+    path = pathlib.Path(workdir) if workdir is not None else pretrained.DEFAULT
+    if workdir is None or pretrained.is_model_dir(path):
+      self.config, self.scfg, self.params = pretrained.load(path)
+      step = (path / "step.txt").read_text().strip() if (path / "step.txt").exists() else "?"
+      self.step = int(step) if step.isdigit() else -1
+      shipped = " (shipped with cvaa_jax)" if path == pretrained.DEFAULT else ""
+      self.model = (f"{path}{shipped}: {self.config.model.name} at {self.config.data.size}^3 x "
+                    f"{self.config.data.spacing_mm:g} mm, trained {step} steps, weights sha256 "
+                    f"{pretrained.sha256(path / pretrained.WEIGHTS)[:12]}")
+    else:
+      self.config = config_lib.load_run_config(workdir)
+      if which == "best" and not (path / "best").is_dir():
+        which = "latest"
+      self.scfg, self.params, self.step = loop.restore_for_inference(self.config, workdir, which)
+      self.model = f"{workdir} ({which} checkpoint, step {self.step})"
     self.size = self.config.data.size
-    self.model = f"{workdir} ({which} checkpoint, step {self.step})"
     self.forward: Callable = jax.jit(
         lambda p, f, l, g: step_lib.g_apply(self.scfg, p, f, l, g)[0])
     self._render_at = jax.jit(lambda v, g: step_lib.render_views(self.scfg, v, geometry=g))
@@ -244,8 +262,8 @@ def main(argv):
   del argv
   cli.setup_logging(info=False)
   try:
-    if not FLAGS.workdir or not FLAGS.out:
-      raise InputError("--workdir and --out are required.")
+    if not FLAGS.out:
+      raise InputError("--out is required (the output .nii.gz, or a folder with --pairs).")
     if FLAGS.pairs is None and not (FLAGS.frontal and FLAGS.lateral):
       missing = "--frontal" if not FLAGS.frontal else "--lateral"
       raise InputError(f"{missing} is missing: give both views, or --pairs=<folder>.")
@@ -263,7 +281,12 @@ def main(argv):
         jobs.append((fr, la, pathlib.Path(FLAGS.out) / f"{case.name}.nii.gz"))
     else:
       jobs.append((FLAGS.frontal, FLAGS.lateral, FLAGS.out))
-    ref = acquisition.Reference.from_config(config_lib.load_run_config(FLAGS.workdir))
+    from cvaa_jax import pretrained  # pylint: disable=g-import-not-at-top
+    model_dir = FLAGS.workdir or pretrained.DEFAULT
+    if not FLAGS.workdir and not pretrained.is_model_dir(model_dir):
+      raise InputError(f"no --workdir given and no shipped model at {model_dir}; pass "
+                       "--workdir=<a trained run>.")
+    ref = acquisition.Reference.from_config(config_lib.load_run_config(model_dir))
     prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
     rec = Reconstructor(FLAGS.workdir, FLAGS.which)
     print(f"model: {rec.model}")

@@ -16,7 +16,7 @@ from absl import logging
 from cvaa_jax import config as config_lib
 from cvaa_jax import distributed
 from cvaa_jax import viz
-from cvaa_jax.data import dataset
+from cvaa_jax.data import augment, dataset
 
 
 # Fields a resumed run may change: they extend or reschedule training, or only change how it is
@@ -45,6 +45,9 @@ def check_identity(config: ml_collections.ConfigDict, workdir) -> list[str]:
     raise config_lib.ConfigError(f"{path}: not valid JSON; this workdir's record is damaged: "
                                  "use a new --workdir.") from None
   new = dict(config_lib._walk(config))  # pylint: disable=protected-access
+  # A field newer than the saved run counts as unchanged while it keeps its default.
+  defaults = dict(config_lib._walk(config_lib.base_config()))  # pylint: disable=protected-access
+  saved = {**{k: defaults[k] for k in new if k not in saved and k in defaults}, **saved}
   norm = lambda v: list(v) if isinstance(v, (tuple, list)) else v
   changed = sorted(k for k in set(saved) | set(new) if norm(saved.get(k)) != norm(new.get(k)))
   identity = [k for k in changed if k not in RESCHEDULE_FIELDS]
@@ -73,7 +76,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if primary:  # one writer for the shared files; the others wait for them
     (work / "config.json").write_text(config.to_json_best_effort(indent=1))
     cases = dataset.prepare(config.data.to_dict(), work / "data", seed=config.seed,
-                            log=logging.info)
+                            log=logging.info, keep_scans=augment.keeps_scans(config))
   distributed.barrier("data prepared")
   if not primary:
     cases = dataset.load_index(work / "data")

@@ -26,6 +26,7 @@ from cvaa_jax.errors import InputError
 
 INDEX = "index.json"
 CACHE_VERSION = 1
+PHANTOM_SOURCE = "lumbar_phantom("
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,13 @@ class Case:
   affine: np.ndarray  # (4, 4) model grid -> world
   source: str
   xray_paths: tuple[pathlib.Path, pathlib.Path] | None = None  # cached model-input X-rays (pairs)
+  # The whole scan on the model's spacing (for few-CT augmentation): (.npy path, body box first
+  # voxel, body box last voxel), or None.
+  scan: tuple[pathlib.Path, tuple[int, ...], tuple[int, ...]] | None = None
+
+  @property
+  def is_phantom(self) -> bool:
+    return self.source.startswith(PHANTOM_SOURCE)
 
   def load(self) -> np.ndarray:
     return np.load(self.path, mmap_mode="r")
@@ -46,10 +54,15 @@ def _fingerprint(data_cfg: Mapping[str, Any]) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def split_cases(case_ids: Sequence[str], shares: Sequence[float], seed: int) -> dict[str, str]:
+def split_cases(case_ids: Sequence[str], shares: Sequence[float], seed: int,
+                test_cases: Sequence[str] = ()) -> dict[str, str]:
   """Seeded patient-level split into train/val/test; every split with a non-zero share gets a case
-  when there are enough cases (train first)."""
-  ids = sorted(case_ids)
+  when there are enough cases (train first). `test_cases` are test whatever the draw, and the
+  others are split among themselves (leave-one-patient-out folds)."""
+  forced = {c: "test" for c in case_ids if c in set(test_cases)}
+  ids = sorted(c for c in case_ids if c not in forced)
+  if forced:
+    return {**forced, **split_cases(ids, shares, seed)}
   order = np.random.default_rng(seed).permutation(len(ids))
   n = len(ids)
   n_val = int(round(shares[1] * n))
@@ -62,17 +75,22 @@ def split_cases(case_ids: Sequence[str], shares: Sequence[float], seed: int) -> 
   return {ids[i]: names[rank] for rank, i in enumerate(order)}
 
 
+def _phantoms(data_cfg: Mapping[str, Any], seed: int):
+  size, sp = int(data_cfg["size"]), float(data_cfg["spacing_mm"])
+  rng = np.random.default_rng(seed)
+  for i in range(int(data_cfg["num_phantoms"])):
+    implants = bool(rng.random() < data_cfg["phantom_implant_prob"])
+    case_seed = seed * 100_003 + i
+    yield (f"phantom_{i:04d}", f"{PHANTOM_SOURCE}seed={case_seed})",
+           lambda s=case_seed, m=implants: phantom.lumbar_phantom(
+               s, shape=(size,) * 3, spacing_mm=sp, implants=m).volume, None)
+
+
 def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
-  """Yields (case_id, source description, loader) for every case of the configured source."""
+  """Yields (case_id, source description, loader, X-ray paths or None) for every case of the
+  configured source (a 'ct_dir' run with `phantom_share` > 0 also yields its phantoms)."""
   if data_cfg["source"] == "phantom":
-    size, sp = int(data_cfg["size"]), float(data_cfg["spacing_mm"])
-    rng = np.random.default_rng(seed)
-    for i in range(int(data_cfg["num_phantoms"])):
-      implants = bool(rng.random() < data_cfg["phantom_implant_prob"])
-      case_seed = seed * 100_003 + i
-      yield (f"phantom_{i:04d}", f"lumbar_phantom(seed={case_seed})",
-             lambda s=case_seed, m=implants: phantom.lumbar_phantom(
-                 s, shape=(size,) * 3, spacing_mm=sp, implants=m).volume, None)
+    yield from _phantoms(data_cfg, seed)
   elif data_cfg["source"] == "pairs":
     from cvaa_jax import xray_io  # pylint: disable=g-import-not-at-top
     root = pathlib.Path(data_cfg["pairs_dir"])
@@ -89,11 +107,21 @@ def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
                                                      "unoriented_axcodes", "")),
              xray_io.find_pair(case))
   else:
-    for p in io.list_ct_files(data_cfg["ct_dir"]):
-      name = p.name.replace(".nii.gz", "").replace(".nii", "")
+    root = pathlib.Path(data_cfg["ct_dir"])
+    for p in io.list_ct_files(root, data_cfg.get("ct_glob", ""), data_cfg.get("ct_exclude", "")):
+      name = io.case_name(root, p)
       yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"],
                                                  unoriented_axcodes=data_cfg.get(
                                                      "unoriented_axcodes", "")), None
+
+
+def preprocess_scan(vol: Volume, data_cfg: Mapping[str, Any]) -> tuple[np.ndarray, list, list]:
+  """The whole scan on the model's spacing, RAS, windowed to [0, 1], and its body's bounding box
+  (first and last voxel): what few-CT augmentation (data/augment.py) cuts training volumes from."""
+  vol = transforms.spacing(transforms.orientation(vol, "RAS"), float(data_cfg["spacing_mm"]))
+  lo, hi = transforms.body_box(vol, float(data_cfg["body_threshold_hu"]))
+  unit = transforms.scale_intensity_range(vol, float(data_cfg["hu_min"]), float(data_cfg["hu_max"]))
+  return unit.array.astype(np.float32), [int(v) for v in lo], [int(v) for v in hi]
 
 
 def preprocess_volume(vol: Volume, data_cfg: Mapping[str, Any]) -> Volume:
@@ -112,16 +140,29 @@ def _atomic_save(path: pathlib.Path, writer) -> None:
 
 
 def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int = 0,
-            log=print) -> list[Case]:
-  """Runs the deterministic prefix on every case (or reuses the cache) and returns the cases."""
+            log=print, keep_scans: bool = False) -> list[Case]:
+  """Runs the deterministic prefix on every case (or reuses the cache) and returns the cases.
+
+  `keep_scans`: also cache each CT's whole resampled scan for few-CT augmentation. A 'ct_dir' run
+  with `phantom_share` > 0 adds `num_phantoms` phantoms, always in the training split: held-out
+  scores are on real patients only.
+  """
   data_cfg = dict(data_cfg)
   data_cfg["split"] = list(data_cfg["split"])
+  data_cfg["test_cases"] = list(data_cfg.get("test_cases", ()))
   out = pathlib.Path(out_dir)
   cases_dir = out / "cases"
   cases_dir.mkdir(parents=True, exist_ok=True)
-  fp = _fingerprint({**data_cfg, "seed": seed})
+  fp = _fingerprint({**data_cfg, "seed": seed, **({"scans": True} if keep_scans else {})})
   index_path = out / INDEX
   sources = list(_case_volumes(data_cfg, seed))
+  if data_cfg["source"] == "ct_dir" and data_cfg.get("phantom_share", 0) > 0:
+    sources += list(_phantoms(data_cfg, seed))
+  unknown = set(data_cfg["test_cases"]) - {s[0] for s in sources}
+  if unknown:
+    raise InputError(f"config.data.test_cases: {sorted(unknown)} not among the cases "
+                     f"({', '.join(sorted(s[0] for s in sources)[:8])}...); use case ids as "
+                     "data/index.json lists them.")
   old_split: dict[str, str] = {}
   if index_path.exists():
     try:
@@ -137,7 +178,13 @@ def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int =
   entries = {}
   for case_id, source, load, xrays in sources:
     cached = cases_dir / f"{case_id}.npy"
-    vol = preprocess_volume(load(), data_cfg)
+    raw = load()
+    vol = preprocess_volume(raw, data_cfg)
+    scan = None
+    if keep_scans and not source.startswith(PHANTOM_SOURCE) and xrays is None:
+      arr, lo, hi = preprocess_scan(raw, data_cfg)
+      _atomic_save(cases_dir / f"{case_id}_scan.npy", lambda f, a=arr: np.save(f, a))
+      scan = {"body_lo": lo, "body_hi": hi, "shape": list(arr.shape)}
     if xrays is not None:  # the user's own views: read, square, resize, scale like the DRRs
       from cvaa_jax import xray_io  # pylint: disable=g-import-not-at-top
       imgs = [xray_io.read_xray(x) for x in xrays]
@@ -149,15 +196,20 @@ def prepare(data_cfg: Mapping[str, Any], out_dir: str | os.PathLike, seed: int =
     meta = {"affine": vol.affine.tolist(), "history": list(vol.history), "source": source}
     (cases_dir / f"{case_id}.json").write_text(json.dumps(meta, indent=1))
     entries[case_id] = {"source": source, "mean": float(vol.array.mean()),
-                        "max": float(vol.array.max()), "xrays": xrays is not None}
+                        "max": float(vol.array.max()), "xrays": xrays is not None, "scan": scan}
     log(f"data: {case_id} <- {source}: {vol.shape}, mean {entries[case_id]['mean']:.4f}")
   if not entries:
     raise InputError(f"{data_cfg.get('ct_dir') or 'data'}: no cases to prepare.")
   # A split once drawn stays: known cases keep their split, only new ones are drawn (among
   # themselves), so no validation or test case ever moves into training.
-  new = [c for c in entries if c not in old_split]
-  split = {**{c: s for c, s in old_split.items() if c in entries},
-           **split_cases(new, data_cfg["split"], seed)}
+  real = [c for c in entries if not entries[c]["source"].startswith(PHANTOM_SOURCE)]
+  mixed = data_cfg["source"] == "ct_dir" and len(real) < len(entries)
+  forced = set(data_cfg["test_cases"])
+  new = [c for c in (real if mixed else entries) if c not in old_split or c in forced]
+  split = {**{c: s for c, s in old_split.items() if c in entries and c not in forced},
+           **split_cases(new, data_cfg["split"], seed, data_cfg["test_cases"])}
+  if mixed:
+    split.update({c: "train" for c in entries if c not in real})
   if old_split and new:
     log(f"data: kept the earlier split of {len(entries) - len(new)} cases; {len(new)} new cases "
         f"drawn among themselves")
@@ -182,6 +234,10 @@ def load_index(out_dir: str | os.PathLike) -> list[Case]:
     xrays = None
     if entry.get("xrays"):
       xrays = tuple(out / "cases" / f"{case_id}_{v}.npy" for v in ("frontal", "lateral"))
+    scan = None
+    if entry.get("scan"):
+      scan = (out / "cases" / f"{case_id}_scan.npy", tuple(entry["scan"]["body_lo"]),
+              tuple(entry["scan"]["body_hi"]))
     cases.append(Case(case_id, entry["split"], out / "cases" / f"{case_id}.npy",
-                      np.asarray(meta["affine"]), entry["source"], xrays))
+                      np.asarray(meta["affine"]), entry["source"], xrays, scan))
   return cases

@@ -270,14 +270,48 @@ def save_nifti(vol: Volume, path: PathLike, dtype: Any = np.float32) -> pathlib.
   return path
 
 
-def list_ct_files(folder: PathLike) -> list[pathlib.Path]:
-  """Lists the CT cases of a data folder: NIfTI files and sub-folders (each one DICOM series)."""
+def _patterns(text: str) -> list[str]:
+  return [p.strip() for p in str(text).split(",") if p.strip()]
+
+
+def list_ct_files(folder: PathLike, glob: str = "", exclude: str = "") -> list[pathlib.Path]:
+  """Lists the CT cases of a data folder.
+
+  Default: its NIfTI files and sub-folders (each one DICOM series). `glob`: comma-separated
+  patterns under `folder` for nested layouts (e.g. '*/ct.nii.gz', '**/*.nii.gz'); a matching folder
+  is a DICOM series. `exclude`: comma-separated fnmatch patterns on the path relative to `folder`
+  (e.g. '*seg*,*label*'), so segmentation and label files beside the scans are not read as CTs.
+  Hidden entries are always skipped.
+  """
+  import fnmatch  # pylint: disable=g-import-not-at-top
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise InputError(f"{folder}: data folder not found; set config.data.ct_dir to a folder of "
                      ".nii/.nii.gz files or DICOM series folders.")
-  cases = sorted(p for p in folder.iterdir()
-                 if not p.name.startswith(".") and (is_nifti(p) or p.is_dir()))
+  if _patterns(glob):
+    found = {p for pattern in _patterns(glob) for p in folder.glob(pattern)}
+  else:
+    found = set(folder.iterdir())
+  skip = _patterns(exclude)
+  cases = []
+  for p in sorted(found):
+    rel = p.relative_to(folder).as_posix()
+    if any(part.startswith(".") for part in p.relative_to(folder).parts):
+      continue
+    if not (is_nifti(p) or p.is_dir()) or any(fnmatch.fnmatch(rel, x) for x in skip):
+      continue
+    cases.append(p)
   if not cases:
-    raise InputError(f"{folder}: holds no .nii/.nii.gz files or DICOM series folders.")
+    what = f"files matching {glob!r}" if _patterns(glob) else ".nii/.nii.gz files or DICOM series"
+    raise InputError(f"{folder}: holds no {what} (after excluding {exclude!r}); set "
+                     "config.data.ct_glob / ct_exclude to match its layout.")
   return cases
+
+
+def case_name(folder: PathLike, path: PathLike) -> str:
+  """A case id from a CT's path under `folder`: the file name without .nii[.gz], or, for nested
+  layouts where every file has the same name ('sub-001/ct.nii.gz'), the folders joined by '_'."""
+  rel = pathlib.Path(path).relative_to(folder)
+  parts = list(rel.parts)
+  parts[-1] = parts[-1].replace(".nii.gz", "").replace(".nii", "")
+  return "_".join(parts)

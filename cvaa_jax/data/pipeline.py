@@ -17,6 +17,7 @@ import grain
 import jax
 import numpy as np
 
+from cvaa_jax.data import augment as augment_lib
 from cvaa_jax.data.dataset import Case
 
 
@@ -79,29 +80,55 @@ class ProcessBlocks(grain.MapDataset):
     return self._parent[g * self._b * self._n + self._p * self._b + j]
 
 
+def _branch(source, seed: int, num_epochs: int | None, transform) -> grain.MapDataset:
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+  return ds.random_map(transform)
+
+
 def train_dataset(cases: Sequence[Case], batch_size: int, seed: int, num_epochs: int | None = None,
                   shift_voxels: int = 0, num_workers: int = 0,
-                  process_index: int | None = None, process_count: int | None = None
+                  process_index: int | None = None, process_count: int | None = None,
+                  augment: augment_lib.AugmentConfig | None = None, phantom_share: float = 0.0
                   ) -> grain.IterDataset:
   """Shuffled (reshuffled every epoch), augmented, batched training volumes of this process.
 
+  Real CTs with a cached scan and an active `augment` are cut afresh from their whole scan for
+  every sample (data/augment.py); other cases come from their cached crop, shifted by up to
+  `shift_voxels`. With phantoms among the training cases (a 'ct_dir' run with
+  `config.data.phantom_share` > 0) the real and the phantom streams are shuffled and augmented
+  separately, then interleaved so a share `phantom_share` of the samples are phantoms.
+
   `batch_size` is the per-process batch; each process reads its own block of every global batch
   (`ProcessBlocks`), so a multi-host run feeds disjoint data to each host and its global batches
-  equal a single process's. Augmentation draws are keyed on the global element index, so they do
+  equal a single process's. Augmentation draws are keyed on each stream's element index, so they do
   not depend on the process count either.
   """
   train = [c for c in cases if c.split == "train"]
-  paths = [c.path for c in train]
-  xrays = [c.xray_paths for c in train] if train and all(c.xray_paths for c in train) else None
-  if xrays:
-    shift_voxels = 0  # the user's images are fixed: shifting the CT would break the pairing
-  if not paths:
+  if not train:
     raise ValueError("train_dataset: the split holds no training cases; add data or change "
                      "config.data.split.")
+  xrays = [c.xray_paths for c in train] if all(c.xray_paths for c in train) else None
+  if xrays:
+    shift_voxels = 0  # the user's images are fixed: shifting the CT would break the pairing
   pi = jax.process_index() if process_index is None else process_index
   pc = jax.process_count() if process_count is None else process_count
-  ds = grain.MapDataset.source(VolumeSource(paths, xrays)).seed(seed).shuffle().repeat(num_epochs)
-  ds = ds.random_map(RandomShift(shift_voxels))
+  real = [c for c in train if not c.is_phantom]
+  phantoms = [c for c in train if c.is_phantom]
+  if not (real and phantoms):  # one stream: the cases as they are
+    real, phantoms, phantom_share = train, [], 0.0
+
+  def stream(group, stream_seed):
+    if augment is not None and augment.active and all(c.scan for c in group):
+      return _branch(augment_lib.ScanSource([c.scan for c in group]), stream_seed, num_epochs,
+                     augment_lib.CutVolume(augment))
+    group_xrays = [c.xray_paths for c in group] if xrays else None
+    return _branch(VolumeSource([c.path for c in group], group_xrays), stream_seed, num_epochs,
+                   RandomShift(shift_voxels))
+
+  ds = stream(real, seed)
+  if phantoms and phantom_share > 0:
+    ds = grain.MapDataset.mix([ds, stream(phantoms, seed + 1)],
+                              weights=[1.0 - phantom_share, phantom_share])
   if pc > 1:
     ds = ProcessBlocks(ds, batch_size, pi, pc)
   ds = ds.batch(batch_size, drop_remainder=True)

@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cvaa_jax import distributed, models, viz
-from cvaa_jax.data import dataset, pipeline
+from cvaa_jax.data import augment, dataset, pipeline
 from cvaa_jax.errors import ConfigError, CvaaError
 from cvaa_jax.eval import metrics as metrics_lib
 from cvaa_jax.eval import report
@@ -147,8 +147,11 @@ def evaluate(scfg, params, cases, split: str, batch_size: int, predict_fn) -> tu
 
 
 def _mean_volume_baseline(cases, split: str) -> tuple[list, list]:
-  """The trivial reference: predict the mean training volume for every case."""
-  train = [np.asarray(c.load(), np.float32) for c in cases if c.split == "train"]
+  """The trivial reference: predict the mean training volume for every case (the mean of the real
+  training CTs when phantoms were mixed in: the held-out cases are real)."""
+  pool = [c for c in cases if c.split == "train"]
+  pool = [c for c in pool if not c.is_phantom] or pool
+  train = [np.asarray(c.load(), np.float32) for c in pool]
   mean = np.mean(train, axis=0)
   per_case, ids = [], []
   for c in cases:
@@ -166,7 +169,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   t = config.train
   if cases is None:
     cases = dataset.prepare(config.data.to_dict(), workdir / "data", seed=config.seed,
-                            log=logging.info)
+                            log=logging.info, keep_scans=augment.keeps_scans(config))
   n_train = sum(c.split == "train" for c in cases)
   if t.batch_size % jax.device_count():
     raise ConfigError(f"config.train.batch_size ({t.batch_size}) must be divisible by the "
@@ -194,7 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   per_process = t.batch_size // jax.process_count()
   data = pipeline.train_dataset(cases, per_process, seed=config.seed, num_epochs=None,
-                                shift_voxels=config.drr.shift_voxels, num_workers=t.num_workers)
+                                shift_voxels=config.drr.shift_voxels, num_workers=t.num_workers,
+                                augment=augment.from_config(config),
+                                phantom_share=config.data.phantom_share)
   data_iter = iter(data)
   ckpt = ckpt_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
   config_dict = json.loads(config.to_json_best_effort())
