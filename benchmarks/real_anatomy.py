@@ -141,8 +141,8 @@ def main():
 
   from configs import real64  # pylint: disable=g-import-not-at-top
   probe = real64.get_config(args.variant)
-  paths = {io.case_name(ct_dir, p): p for p in io.list_ct_files(ct_dir, probe.data.ct_glob,
-                                                                 probe.data.ct_exclude)}
+  found = io.list_ct_files(ct_dir, probe.data.ct_glob, probe.data.ct_exclude)
+  paths = dict(zip(io.case_names(ct_dir, found), found))
   folds = fold_of(paths, args.folds)
   print(f"patients: {sorted(paths)}; folds: {folds}", flush=True)
   hu_min, hu_max = probe.data.hu_min, probe.data.hu_max

@@ -7,6 +7,8 @@ unless `--verbosity` is given, so stderr holds nothing else.
 
 from __future__ import annotations
 
+import os
+import pathlib
 import sys
 
 from absl import flags, logging
@@ -31,6 +33,33 @@ def setup_logging(info: bool = True) -> None:
     handler.addFilter(QuietLibraries())
     if not info:
       logging.set_verbosity(logging.WARNING)
+  enable_compilation_cache()
+
+
+def enable_compilation_cache() -> str | None:
+  """Turns on JAX's persistent compilation cache, so a second launch, evaluate or reconstruct of
+  the same program loads it instead of compiling (benchmarks/RESULTS.md: warm start).
+
+  Where: $JAX_COMPILATION_CACHE_DIR if set, else $CVAA_JAX_CACHE, else the user's cache folder
+  (~/.cache/cvaa_jax/xla, or $XDG_CACHE_HOME/cvaa_jax/xla); CVAA_JAX_CACHE=off disables it. An
+  unwritable folder only costs the cache, never the run. Returns the folder in use, or None.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get("CVAA_JAX_CACHE")
+  if path == "off":
+    return None
+  if not path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "cvaa_jax", "xla")
+  try:
+    pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+  except OSError:
+    logging.warning("compilation cache %s not writable: compiling every time", path)
+    return None
+  jax.config.update("jax_compilation_cache_dir", path)
+  if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return path
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -108,8 +108,8 @@ def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
              xray_io.find_pair(case))
   else:
     root = pathlib.Path(data_cfg["ct_dir"])
-    for p in io.list_ct_files(root, data_cfg.get("ct_glob", ""), data_cfg.get("ct_exclude", "")):
-      name = io.case_name(root, p)
+    paths = io.list_ct_files(root, data_cfg.get("ct_glob", ""), data_cfg.get("ct_exclude", ""))
+    for name, p in zip(io.case_names(root, paths), paths):
       yield name, str(p), lambda p=p: io.load_ct(p, check_hu=data_cfg["check_hu"],
                                                  unoriented_axcodes=data_cfg.get(
                                                      "unoriented_axcodes", "")), None

@@ -308,10 +308,19 @@ def list_ct_files(folder: PathLike, glob: str = "", exclude: str = "") -> list[p
   return cases
 
 
-def case_name(folder: PathLike, path: PathLike) -> str:
-  """A case id from a CT's path under `folder`: the file name without .nii[.gz], or, for nested
-  layouts where every file has the same name ('sub-001/ct.nii.gz'), the folders joined by '_'."""
-  rel = pathlib.Path(path).relative_to(folder)
-  parts = list(rel.parts)
-  parts[-1] = parts[-1].replace(".nii.gz", "").replace(".nii", "")
-  return "_".join(parts)
+def _stem(name: str) -> str:
+  return name.replace(".nii.gz", "").replace(".nii", "")
+
+
+def case_names(folder: PathLike, paths) -> list[str]:
+  """Case ids for CT paths under `folder`: the file (or series folder) name without .nii[.gz] where
+  those are unique ('sub-verse004_ct'); for layouts where every case has the same file name
+  ('s0001/ct.nii.gz') the folders above it joined by '_' ('s0001'); else the whole relative path."""
+  rels = [pathlib.Path(p).relative_to(folder) for p in paths]
+  stems = [_stem(r.name) for r in rels]
+  if len(set(stems)) == len(stems):
+    return stems
+  parents = ["_".join(r.parts[:-1]) for r in rels]
+  if all(parents) and len(set(parents)) == len(parents):
+    return parents
+  return ["_".join(r.parts[:-1] + (_stem(r.name),)) for r in rels]

@@ -102,8 +102,16 @@ def test_nested_layout_glob_exclude_and_case_names(tmp_path):
     _nifti(tmp_path / f"sub-{i}" / "ct_seg.nii.gz", 9)
   (tmp_path / "README.md").write_text("x")
   found = io.list_ct_files(tmp_path, "*/*.nii.gz", "*seg*")
-  assert [io.case_name(tmp_path, p) for p in found] == ["sub-0_ct", "sub-1_ct", "sub-2_ct"]
-  assert len(io.list_ct_files(tmp_path, "**/*.nii.gz")) == 6
+  assert io.case_names(tmp_path, found) == ["sub-0", "sub-1", "sub-2"]
+  every = io.list_ct_files(tmp_path, "**/*.nii.gz")
+  assert len(every) == 6
+  assert io.case_names(tmp_path, every) == ["sub-0_ct", "sub-0_ct_seg", "sub-1_ct",
+                                            "sub-1_ct_seg", "sub-2_ct", "sub-2_ct_seg"]
+  (tmp_path / "flat").mkdir()
+  for name in ("sub-verse004_ct.nii.gz", "sub-verse005_ct.nii.gz"):
+    _nifti(tmp_path / "flat" / "rawdata" / name.split("_")[0] / name, 1)
+  flat = io.list_ct_files(tmp_path / "flat", "rawdata/*/*_ct.nii.gz")
+  assert io.case_names(tmp_path / "flat", flat) == ["sub-verse004_ct", "sub-verse005_ct"]
   with pytest.raises(InputError, match="ct_glob"):
     io.list_ct_files(tmp_path, "*/*.nii.gz", "*")
 
