@@ -14,6 +14,8 @@ from cvaa_jax import cli, errors, run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, "
                                           "optionally file.py:variant).", lock_config=True)
+_CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print the resolved config (every field, "
+                                 "overrides applied, validated) and exit.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Folder for the prepared data, "
                                "checkpoints, logs and results.")
 
@@ -43,6 +45,15 @@ def main(argv):
     config.keys()  # a config file that failed to load raises here
   except Exception as e:  # pylint: disable=broad-except
     _fail(f"--config: cannot load the config file ({type(e).__name__}: {e}); check the path.")
+  if _CONFIG_HELP.value:
+    from cvaa_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    try:
+      config_lib.validate(config)
+    except errors.CvaaError as e:
+      _fail(str(e))
+    print(config)
+    print("# meanings and defaults: cvaa_jax/config.py (base_config); README 'Configs'")
+    return
   try:
     summary = run_lib.run(config, _WORKDIR.value)
   except errors.CvaaError as e:
