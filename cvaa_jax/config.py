@@ -84,7 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.drr.shift_voxels = 0  # random translation of the training volume (augmentation)
 
   c.model = ml_collections.ConfigDict()  # splatted into cvaa_jax.models.GeneratorConfig
-  c.model.name = "cvaa_gan"  # 'cvaa_gan' | 'x2ct_gan' | '3dcnn' | 'psr'
+  c.model.name = "cvaa_gan"  # cvaa_gan | x2ct_gan (published) | x2ct_gan_light | 3dcnn | psr
   c.model.fusion = "cvaa"  # 'add' | 'concat' | 'vaa' | 'cvaa' (cvaa_gan only)
   c.model.levels = 4
   c.model.base_channels = 32

@@ -16,8 +16,10 @@ from cvaa_jax.models.generator import GeneratorConfig, ViewLift, as_image
 from cvaa_jax.models.layers import HEAD_BIAS, Conv3D, ConvBlock2D, ConvBlock3D, UpConv3D
 
 
-class X2CTGenerator(nnx.Module):
-  """X2CT-GAN's generator (Ying et al., CVPR 2019).
+class X2CTLightGenerator(nnx.Module):
+  """A light X2CT-GAN-style generator (`x2ct_gan_light`): X2CT-GAN's ideas at this package's
+  configurable widths, for CPU-sized experiments and tests. The published architecture, at its
+  own widths, is `x2ct_gan` (models/x2ct.py).
 
   Matched: one DenseNet encoder per view; "connection A": a fully connected bottleneck from each
   view's deepest 2D features to a 3D cube; "connection B": 2D->3D skip connections at every scale

@@ -96,11 +96,12 @@ class UpConv3D(nnx.Module):
 
 
 class InstanceNorm(nnx.Module):
-  """Normalises each sample's channels over all spatial axes (2D or 3D), with learned scale/shift."""
+  """Normalises each sample's channels over all spatial axes (2D or 3D), with learned scale/shift
+  (`affine=False`: none, as PyTorch's InstanceNorm default that X2CT-GAN uses)."""
 
-  def __init__(self, channels: int, eps: float = 1e-5):
-    self.scale = nnx.Param(jnp.ones((channels,)))
-    self.shift = nnx.Param(jnp.zeros((channels,)))
+  def __init__(self, channels: int, eps: float = 1e-5, affine: bool = True):
+    self.scale = nnx.Param(jnp.ones((channels,))) if affine else None
+    self.shift = nnx.Param(jnp.zeros((channels,))) if affine else None
     self.eps = eps
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -109,7 +110,9 @@ class InstanceNorm(nnx.Module):
     mean = xf.mean(axes, keepdims=True)
     var = jnp.square(xf - mean).mean(axes, keepdims=True)
     y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
-    return (y * self.scale[...] + self.shift[...]).astype(x.dtype)
+    if self.scale is not None:
+      y = y * self.scale[...] + self.shift[...]
+    return y.astype(x.dtype)
 
 
 class ConvBlock3D(nnx.Module):

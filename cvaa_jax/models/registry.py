@@ -8,12 +8,13 @@ import jax
 import numpy as np
 from flax import nnx
 
-from cvaa_jax.models.baselines import CNN3DGenerator, PSRGenerator, X2CTGenerator
+from cvaa_jax.models.baselines import CNN3DGenerator, PSRGenerator, X2CTLightGenerator
 from cvaa_jax.models.discriminator import PatchDiscriminator3D
 from cvaa_jax.models.generator import CVAAGenerator, GeneratorConfig
+from cvaa_jax.models.x2ct import X2CTGenerator
 
-GENERATORS = {"cvaa_gan": CVAAGenerator, "x2ct_gan": X2CTGenerator, "3dcnn": CNN3DGenerator,
-              "psr": PSRGenerator}
+GENERATORS = {"cvaa_gan": CVAAGenerator, "x2ct_gan": X2CTGenerator,
+              "x2ct_gan_light": X2CTLightGenerator, "3dcnn": CNN3DGenerator, "psr": PSRGenerator}
 
 
 def make_config(**model_cfg: Any) -> GeneratorConfig:

@@ -23,7 +23,7 @@ def _inputs(size, batch=2, seed=0):
 
 
 CASES = [("cvaa_gan", {"fusion": f}) for f in ("add", "concat", "vaa", "cvaa")] + \
-    [(name, {}) for name in ("x2ct_gan", "3dcnn", "psr")]
+    [(name, {}) for name in ("x2ct_gan_light", "3dcnn", "psr")]
 _BUILT = {}
 
 
