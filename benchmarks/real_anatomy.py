@@ -8,6 +8,8 @@ left out) are dealt round-robin into `--folds` folds; each fold is held out of t
 every patient is scored by models that never saw it. Per fold, with the same recipe and steps:
   real-only  few-CT augmentation on the other folds' CTs (data.phantom_share 0)
   mixed      the same plus procedural phantoms (data.phantom_share 0.3)
+  mixed+mirror  mixed with left-right mirroring of half the real samples (situs inversus anatomy;
+             only with --methods including it)
 and once for all folds: phantoms-only (the same model trained on phantoms, no real anatomy). The
 baseline predicts the mean of the fold's training CTs.
 
@@ -47,7 +49,8 @@ def fold_of(case_ids, folds):
   return [ids[k::folds] for k in range(folds)]
 
 
-def make_config(variant, ct_dir, steps, test_cases=(), phantom_share=0.0, phantoms_only=False):
+def make_config(variant, ct_dir, steps, test_cases=(), phantom_share=0.0, phantoms_only=False,
+                mirror_prob=0.0):
   from configs import real64  # pylint: disable=g-import-not-at-top
   c = real64.get_config(variant)
   c.train.num_steps = steps
@@ -62,6 +65,7 @@ def make_config(variant, ct_dir, steps, test_cases=(), phantom_share=0.0, phanto
     c.data.test_cases = tuple(test_cases)
     c.data.split = (1.0, 0.0, 0.0)
     c.data.phantom_share = phantom_share
+    c.augment.mirror_prob = mirror_prob
   return c
 
 
@@ -132,6 +136,7 @@ def main():
   ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench_real"))
   ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))
   ap.add_argument("--methods", default="phantoms-only,real-only,mixed")
+  ap.add_argument("--only_folds", default="", help="comma-separated fold numbers (default: all)")
   args = ap.parse_args()
   flags.FLAGS.mark_as_parsed()
   logging.set_verbosity(logging.WARNING)
@@ -154,14 +159,18 @@ def main():
                                                phantoms_only=True), work / "phantoms_only")
   rows = {"grid": {}, "native": {}}  # [frame][method][case] -> scores
   figures = {}
+  chosen = {int(x) for x in args.only_folds.split(",") if x} or set(range(len(folds)))
   for k, held in enumerate(folds):
+    if k not in chosen:
+      continue
     fold_runs = {}
-    for name, share in (("real-only", 0.0), ("mixed", 0.3)):
+    for name, share, mirror in (("real-only", 0.0, 0.0), ("mixed", 0.3, 0.0),
+                                ("mixed+mirror", 0.3, 0.5)):
       if name not in methods:
         continue
       wd = work / f"{name}_fold{k}"
-      times[f"{name} fold {k}"] = train(make_config(args.variant, ct_dir, args.steps, held, share),
-                                        wd)
+      times[f"{name} fold {k}"] = train(make_config(args.variant, ct_dir, args.steps, held, share,
+                                                    mirror_prob=mirror), wd)
       fold_runs[name] = wd
     any_wd = next(iter(fold_runs.values()))
     cases = dataset.load_index(any_wd / "data")
@@ -192,7 +201,7 @@ def main():
   for case_id, vols in figures.items():
     viz.save_slices_png(vols, fig_dir / f"{case_id}.png", vmax=0.35,
                         title=f"{case_id} (held out)")
-  (work / "scores.json").write_text(json.dumps(rows, indent=1))
+  (work / f"scores_{'_'.join(methods)}.json").write_text(json.dumps(rows, indent=1))
   for frame, keys in (("grid", ("psnr", "ssim", "mae_hu", "dice", "hd95_mm")),
                       ("native", ("psnr", "mae_hu", "dice", "hd95_mm"))):
     print(f"\n### {frame}: mean ± std over {len(figures)} held-out patients\n")

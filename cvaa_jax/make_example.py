@@ -88,16 +88,18 @@ cone beam, SID {SID_MM:g} mm, SDD {SDD_MM:g} mm, {detector_px} x {detector_px} d
 {iso_flag} mm (RAS).
 
 DICOM (geometry from the tags):
-  python -m cvaa_jax.reconstruct --workdir=runs/demo --frontal={out}/frontal.dcm --lateral={out}/lateral.dcm \\
+  python -m cvaa_jax.reconstruct --frontal={out}/frontal.dcm --lateral={out}/lateral.dcm \\
       --iso={iso_flag} --out=recon.nii.gz
 PNG (geometry as flags):
-  python -m cvaa_jax.reconstruct --workdir=runs/demo --frontal={out}/frontal.png --lateral={out}/lateral.png \\
+  python -m cvaa_jax.reconstruct --frontal={out}/frontal.png --lateral={out}/lateral.png \\
       --sid={SID_MM:g} --sdd={SDD_MM:g} --pixel_mm={pitch_mm:g} --frontal_side=ap \\
       --lateral_side=left --iso={iso_flag} --out=recon.nii.gz
 2-D NIfTI (detector positions give the isocentre):
-  python -m cvaa_jax.reconstruct --workdir=runs/demo --frontal={out}/frontal.nii.gz --lateral={out}/lateral.nii.gz \\
+  python -m cvaa_jax.reconstruct --frontal={out}/frontal.nii.gz --lateral={out}/lateral.nii.gz \\
       --out=recon.nii.gz
---workdir is any folder launch.py trained in (runs/demo after the README's first command).
+Without --workdir the shipped model is used (cvaa_jax/pretrained/real32; this patient was among
+its training scans, so this shows the path works, not how well it generalises). --workdir=runs/demo
+uses the demo model, or any folder launch.py trained in.
 Compare the result with ground_truth.nii.gz.
 """)
   return info

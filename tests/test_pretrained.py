@@ -49,3 +49,74 @@ def test_mismatched_weights_fail_with_the_parameter_name(exported, tmp_path):
     pretrained.load(bad)
   with pytest.raises(CvaaError, match="no shipped model"):
     pretrained.load(tmp_path)
+
+
+# --- the shipped model ---------------------------------------------------------------------------
+
+
+def test_shipped_weights_match_their_checksum():
+  path = pretrained.DEFAULT / pretrained.WEIGHTS
+  assert path.is_file(), f"{path} missing: the package ships without its model"
+  assert pretrained.SHA256 and pretrained.sha256(path) == pretrained.SHA256, (
+      "the shipped weights changed: update pretrained.SHA256 and the model card together")
+  assert path.stat().st_size < 25 * 2 ** 20
+
+
+def test_reconstruct_without_workdir_uses_the_shipped_model(tmp_path):
+  """The README's path: the bundled example pair, no --workdir. The shipped model is named, the
+  body it reconstructs overlaps the patient's (correlation with the ground truth measured 0.79),
+  and re-rendering it reproduces both radiographs (NCC measured 0.87 / 0.93)."""
+  import os
+  import subprocess
+  import sys
+  import nibabel as nib
+  from cvaa_jax import make_example
+  ex = tmp_path / "example"
+  info = make_example.make_example(ex, size=32, spacing_mm=8.0, detector_px=200, pitch_mm=2.0)
+  iso = ",".join(str(v) for v in info["isocentre_mm_ras"])
+  out = tmp_path / "out" / "ct.nii.gz"
+  root = pathlib.Path(__file__).resolve().parents[1]
+  r = subprocess.run([sys.executable, "-m", "cvaa_jax.reconstruct", f"--frontal={ex / 'frontal.dcm'}",
+                      f"--lateral={ex / 'lateral.dcm'}", f"--iso={iso}", f"--out={out}",
+                      "--nopng"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                     env={**os.environ, "PYTHONPATH": str(root)})
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "shipped with cvaa_jax" in r.stdout.splitlines()[0] and pretrained.SHA256[:12] in r.stdout
+  report = json.loads((out.parent / "reconstruct_report.json").read_text())[0]
+  assert report["frontal_ncc"] > 0.8 and report["lateral_ncc"] > 0.8
+  pred = nib.load(str(out)).get_fdata()
+  truth = nib.load(str(ex / "ground_truth.nii.gz")).get_fdata()
+  assert np.corrcoef(pred.ravel(), truth.ravel())[0, 1] > 0.7
+  # and not by luck of the intensity histogram: the same volume flipped front to back fits worse
+  assert np.corrcoef(pred.ravel(), truth[:, ::-1].ravel())[0, 1] < 0.5
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known limitation of the shipped 32^3 model (600 CPU steps): it recovers the body and soft "
+    "tissue but not the spine; its few >250 HU voxels lie anterior. strict: passing means the "
+    "limitation is gone and this mark must go (see the model card)."))
+def test_shipped_model_puts_the_spine_midline_and_posterior(tmp_path):
+  """The bundled example pair through the default (no --workdir) path: the bone the model
+  reconstructs must lie where the patient's spine is, near the midline and behind the isocentre."""
+  import nibabel as nib
+  from cvaa_jax import make_example
+  ex = tmp_path / "example"
+  info = make_example.make_example(ex, size=32, spacing_mm=8.0, detector_px=200, pitch_mm=2.0)
+  iso = np.asarray(info["isocentre_mm_ras"])
+  rec = reconstruct.Reconstructor()
+  assert "shipped with cvaa_jax" in rec.model
+  result = reconstruct.reconstruct_pair(rec, ex / "frontal.dcm", ex / "lateral.dcm",
+                                        tmp_path / "ct.nii.gz", png=False,
+                                        flags_by_view={v: {} for v in ("frontal", "lateral")},
+                                        iso=iso)
+  img = nib.load(str(tmp_path / "ct.nii.gz"))
+  hu = img.get_fdata()
+  world = lambda mask: np.argwhere(mask) @ img.affine[:3, :3].T + img.affine[:3, 3]
+  bone = world(hu > 250)
+  assert len(bone) > 20, "no bone reconstructed"
+  truth = nib.load(str(ex / "ground_truth.nii.gz"))
+  t_bone = np.argwhere(truth.get_fdata() > 250) @ truth.affine[:3, :3].T + truth.affine[:3, 3]
+  centre, t_centre = bone.mean(0), t_bone.mean(0)
+  assert abs(centre[0] - iso[0]) < 20, centre  # midline (x: right-left)
+  assert centre[1] < iso[1] - 15, (centre, iso)  # posterior of the isocentre (y: anterior)
+  np.testing.assert_allclose(centre[:2], t_centre[:2], atol=20)

@@ -176,7 +176,8 @@ class ScanSource:
 
   def __getitem__(self, index: int):
     path, lo, hi = self.scans[index]
-    return {"scan": np.load(path, mmap_mode="r"), "body_lo": np.asarray(lo),
+    from cvaa_jax.data.pipeline import load_npy  # pylint: disable=g-import-not-at-top
+    return {"scan": load_npy(path, mmap=True), "body_lo": np.asarray(lo),
             "body_hi": np.asarray(hi), "index": np.int32(index)}
 
 

@@ -11,6 +11,7 @@ Sources and transforms live at module level so worker processes can unpickle the
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Sequence
 
 import grain
@@ -19,6 +20,19 @@ import numpy as np
 
 from cvaa_jax.data import augment as augment_lib
 from cvaa_jax.data.dataset import Case
+
+
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: str, mmap: bool = False) -> np.ndarray:
+  """np.load, one thread at a time: it parses each header with `ast.literal_eval`, and CPython 3.11
+  before 3.11.9 can fail with "AST constructor recursion depth mismatch" when two threads parse at
+  once (Grain reads mixed streams from a thread pool). Header parsing is microseconds; the data
+  itself is read (or mapped) outside the parse."""
+  with _NPY_LOCK:
+    arr = np.load(path, mmap_mode="r")
+  return arr if mmap else np.array(arr)
 
 
 class VolumeSource:
@@ -33,9 +47,9 @@ class VolumeSource:
     return len(self.paths)
 
   def __getitem__(self, index: int):
-    out = {"volume": np.load(self.paths[index]).astype(np.float32), "index": np.int32(index)}
+    out = {"volume": load_npy(self.paths[index]).astype(np.float32), "index": np.int32(index)}
     if self.xray_paths:
-      out["frontal"], out["lateral"] = (np.load(p).astype(np.float32)
+      out["frontal"], out["lateral"] = (load_npy(p).astype(np.float32)
                                         for p in self.xray_paths[index])
     return out
 
