@@ -83,8 +83,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   counts = {s: sum(c.split == s for c in cases) for s in ("train", "val", "test")}
   logging.info("data: %d cases, split %s", len(cases), counts)
   if not counts["val"] and not counts["test"]:
-    logging.warning("data: only %d case(s), all used for training: no validation, no best/ "
-                    "checkpoint and no held-out report (add cases for them)", len(cases))
+    real = [c for c in cases if not c.is_phantom] or cases
+    logging.warning("data: all %d case(s) used for training: no validation, no best/ checkpoint "
+                    "and no held-out report (add cases, or set config.data.split / test_cases)",
+                    len(real))
   summary = {"cases": len(cases), "split": counts}
   if config.preview and primary:
     shown = {c.case_id: np.asarray(c.load()) for c in cases[:4]}
