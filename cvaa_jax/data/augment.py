@@ -29,6 +29,10 @@ import grain
 import numpy as np
 from scipy import ndimage
 
+from cvaa_jax.data.io import load_npy
+from cvaa_jax.data.transforms import crop_or_pad
+from cvaa_jax.data.volume import Volume
+
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
@@ -142,8 +146,6 @@ def sample_volume(scan: np.ndarray, body_lo, body_hi, cfg: AugmentConfig,
   if cfg.spatial:
     out = cut(scan, center, rotation_matrix(angles) / zoom, s, field)
   else:  # the plain crop, without interpolation
-    from cvaa_jax.data.transforms import crop_or_pad  # pylint: disable=g-import-not-at-top
-    from cvaa_jax.data.volume import Volume  # pylint: disable=g-import-not-at-top
     out = crop_or_pad(Volume(np.asarray(scan), np.eye(4)), (s,) * 3, center=center,
                       cval=0.0).array
   out = np.asarray(out, np.float32)
@@ -176,7 +178,6 @@ class ScanSource:
 
   def __getitem__(self, index: int):
     path, lo, hi = self.scans[index]
-    from cvaa_jax.data.pipeline import load_npy  # pylint: disable=g-import-not-at-top
     return {"scan": load_npy(path, mmap=True), "body_lo": np.asarray(lo),
             "body_hi": np.asarray(hi), "index": np.int32(index)}
 

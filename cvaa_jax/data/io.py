@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
 import zlib
 from typing import Any
 
@@ -324,3 +325,16 @@ def case_names(folder: PathLike, paths) -> list[str]:
   if all(parents) and len(set(parents)) == len(parents):
     return parents
   return ["_".join(r.parts[:-1] + (_stem(r.name),)) for r in rels]
+
+
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: str, mmap: bool = False) -> np.ndarray:
+  """np.load, one thread at a time: it parses each header with `ast.literal_eval`, and CPython 3.11
+  (seen on 3.11.7) can fail with "AST constructor recursion depth mismatch" when two threads parse
+  at once (Grain reads mixed streams from a thread pool). Header parsing is microseconds; the data
+  itself is read (or mapped) outside the parse."""
+  with _NPY_LOCK:
+    arr = np.load(path, mmap_mode="r")
+  return arr if mmap else np.array(arr)

@@ -11,7 +11,6 @@ Sources and transforms live at module level so worker processes can unpickle the
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import Sequence
 
 import grain
@@ -19,20 +18,8 @@ import jax
 import numpy as np
 
 from cvaa_jax.data import augment as augment_lib
+from cvaa_jax.data.io import load_npy
 from cvaa_jax.data.dataset import Case
-
-
-_NPY_LOCK = threading.Lock()
-
-
-def load_npy(path: str, mmap: bool = False) -> np.ndarray:
-  """np.load, one thread at a time: it parses each header with `ast.literal_eval`, and CPython 3.11
-  before 3.11.9 can fail with "AST constructor recursion depth mismatch" when two threads parse at
-  once (Grain reads mixed streams from a thread pool). Header parsing is microseconds; the data
-  itself is read (or mapped) outside the parse."""
-  with _NPY_LOCK:
-    arr = np.load(path, mmap_mode="r")
-  return arr if mmap else np.array(arr)
 
 
 class VolumeSource:
