@@ -30,6 +30,7 @@ import re
 from typing import Any
 
 import ml_collections
+import numpy as np
 from absl import app, flags, logging
 
 from cvaa_jax import cli
@@ -226,7 +227,51 @@ def tabulate(work: pathlib.Path, runs, failures=None) -> list[dict]:
     fig.tight_layout()
     fig.savefig(work / "results.png", dpi=120)
     plt.close(fig)
+  over_seeds(work, rows)
   return rows
+
+
+def _without_seed(name: str) -> str:
+  return re.sub(r"(^|_)seed-\d+(?=_|$)", "", name).strip("_") or "base"
+
+
+def over_seeds(work: pathlib.Path, rows: list[dict]) -> list[dict]:
+  """results_seeds.md / .csv: runs that differ only in `seed`, as mean +- std over their seeds.
+
+  Each seed contributes its held-out mean; the spread is the sample std (ddof 1) over seeds, the
+  figure to compare method gaps against. Written only when some run has a seed in its name.
+  """
+  if not any(_without_seed(r["run"]) != r["run"] for r in rows):
+    return []
+  groups: dict[str, list[dict]] = {}
+  for r in rows:
+    groups.setdefault(_without_seed(r["run"]), []).append(r)
+  out = []
+  for method, members in groups.items():
+    done = [r for r in members if "psnr" in r]
+    row = {"method": method, "seeds": len(done), "of": len(members)}
+    for m in (*METRICS, "baseline_psnr"):
+      vals = np.asarray([r[m] for r in done if m in r], np.float64)
+      if len(vals):
+        row[m] = float(vals.mean())
+        row[m + "_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else float("nan")
+    out.append(row)
+  keys = ["method", "seeds", "of"] + [k for m in (*METRICS, "baseline_psnr")
+                                      for k in (m, m + "_std")]
+  with open(work / "results_seeds.csv", "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(out)
+  lines = ["| method | seeds | " + " | ".join(m.upper() for m in METRICS) + " | baseline PSNR |",
+           "| --- | --- |" + " --- |" * (len(METRICS) + 1)]
+  for r in out:
+    cells = [("—" if m not in r else f"{r[m]:.4g}" if np.isnan(r[m + "_std"]) else
+              f"{r[m]:.4g} ± {r[m + '_std']:.2g}") for m in (*METRICS, "baseline_psnr")]
+    lines.append(f"| {r['method']} | {r['seeds']}/{r['of']} | " + " | ".join(cells) + " |")
+  (work / "results_seeds.md").write_text(
+      "\n".join(lines) + "\n\nMean ± sample std (ddof 1) over seeds of each seed's held-out mean "
+      "(EMA generator, [0, 1] volumes); seeds/of: finished runs of the group.\n")
+  return out
 
 
 def main(argv):

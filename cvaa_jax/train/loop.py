@@ -132,8 +132,12 @@ class MetricWriter:
       self.tb.close()
 
 
-def evaluate(scfg, params, cases, split: str, batch_size: int, predict_fn) -> tuple[list, list]:
-  """Per-case metrics ([0, 1] range) of `params` on one split's deterministic DRR pairs."""
+def evaluate(scfg, params, cases, split: str, batch_size: int, predict_fn,
+             keep: dict | None = None) -> tuple[list, list]:
+  """Per-case metrics ([0, 1] range) of `params` on one split's deterministic DRR pairs.
+
+  `keep` (a dict) receives the first case's id, ground truth and prediction, so a figure needs
+  no second prediction (a batch-of-one forward would be one more compiled program)."""
   per_case, ids = [], []
   for batch in pipeline.eval_batches(cases, split, batch_size):
     vol = jnp.asarray(batch["volume"])
@@ -141,6 +145,9 @@ def evaluate(scfg, params, cases, split: str, batch_size: int, predict_fn) -> tu
     m = {k: np.asarray(v) for k, v in metrics_lib.all_metrics(pred, vol, data_range=1.0).items()}
     for i, ok in enumerate(batch["valid"]):
       if ok:
+        if keep is not None and not keep:
+          keep.update(case_id=batch["case_id"][i], truth=np.asarray(batch["volume"][i]),
+                      pred=np.asarray(pred[i]))
         per_case.append({k: float(v[i]) for k, v in m.items()})
         ids.append(batch["case_id"][i])
   return per_case, ids
@@ -286,8 +293,9 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn, primary=True,
     logging.warning("no validation or test cases: the held-out report is skipped")
     return {"split": None, "model": None, "mean_volume_baseline": None,
             "steps": int(state.step), "note": "no held-out cases (dataset too small)"}
+  first = {}
   per_case, ids = evaluate(scfg, to_host(state.ema_params), cases, split,
-                           config.train.eval_batch_size, predict_fn)
+                           config.train.eval_batch_size, predict_fn, keep=first)
   fault_point("report", int(state.step))
   base_cases, _ = _mean_volume_baseline(cases, split)
   base = report.summarize(base_cases)
@@ -302,12 +310,8 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn, primary=True,
                               f"[{config.data.hu_min:g}, {config.data.hu_max:g}], {split} split, "
                               f"{len(per_case)} cases, EMA generator.")
   logging.info("%s metrics:\n%s", split, (out / f"{split}_summary.md").read_text())
-  first = next(c for c in cases if c.split == split)
-  vol = jnp.asarray(np.asarray(first.load())[None])
-  views = [jnp.asarray(np.load(x)[None]) for x in first.xray_paths] if first.xray_paths else []
-  pred = np.asarray(predict_fn(to_host(state.ema_params), vol, *views))[0]
-  viz.save_slices_png({"ground truth": np.asarray(vol[0]), name: pred},
-                      out / f"{split}_{first.case_id}.png", vmax=0.35)
+  viz.save_slices_png({"ground truth": first["truth"], name: first["pred"]},
+                      out / f"{split}_{first['case_id']}.png", vmax=0.35)
   return {"split": split, "model": summary, "mean_volume_baseline": base,
           "steps": int(state.step)}
 

@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 from absl import flags
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_XLA_FLAGS
 
 STEPS = 4
 COMMON = ["--config=configs/lumbar.py:tiny", f"--config.train.num_steps={STEPS}",
@@ -31,7 +31,7 @@ def _port() -> int:
 
 def _env(devices: int, **extra):
   env = dict(os.environ, PYTHONPATH=str(ROOT),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+             XLA_FLAGS=f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip())
   env.update(extra)
   return env
 

@@ -56,5 +56,24 @@ def test_two_runs_train_skip_resume_and_tabulate(tmp_path):
     read = list(csv.DictReader(f))
   assert [r["run"] for r in read] == ["seed-0", "seed-1"]
   assert float(read[0]["psnr"]) > 0 and (work / "results.png").stat().st_size > 1000
+  assert "| base | 2/2 |" in (work / "results_seeds.md").read_text()
   with pytest.raises(ConfigError, match="task_id"):
     sweep_lib.run_sweep(TINY, work, task_id=5)
+
+
+def test_over_seeds_groups_runs_that_differ_only_in_seed(tmp_path):
+  rows = [{"run": f"fusion-{f}_seed-{s}", "psnr": p, "ssim": 0.5, "mae": 0.1, "cosine": 0.9,
+           "baseline_psnr": 20.0}
+          for f, ps in (("add", (20.0, 22.0, 24.0)), ("cvaa", (25.0, 26.0, 30.0)))
+          for s, p in enumerate(ps)]
+  rows.append({"run": "fusion-vaa_seed-0", "state": "failed"})
+  out = {r["method"]: r for r in sweep_lib.over_seeds(tmp_path, rows)}
+  assert set(out) == {"fusion-add", "fusion-cvaa", "fusion-vaa"}
+  assert out["fusion-add"]["psnr"] == pytest.approx(22.0)
+  assert out["fusion-add"]["psnr_std"] == pytest.approx(2.0)  # sample std of 20, 22, 24
+  assert out["fusion-cvaa"]["psnr_std"] == pytest.approx(float(
+      sweep_lib.np.std([25.0, 26.0, 30.0], ddof=1)))
+  assert out["fusion-vaa"]["seeds"] == 0 and "psnr" not in out["fusion-vaa"]
+  table = (tmp_path / "results_seeds.md").read_text()
+  assert "| fusion-add | 3/3 | " in table and "| fusion-vaa | 0/1 | —" in table
+  assert sweep_lib.over_seeds(tmp_path / "x", [{"run": "fusion-add"}]) == []  # no seeds: no file

@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEST_XLA_FLAGS
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def compile_cache():
 
 def _env(cache, **extra):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=cache)
-  env.pop("XLA_FLAGS", None)
+  env["XLA_FLAGS"] = TEST_XLA_FLAGS  # without the caller's fake device count
   env.update(extra)
   return env
 
