@@ -211,6 +211,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   ckpt = ckpt_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
   config_dict = json.loads(config.to_json_best_effort())
   start = ckpt.latest_step()
+  if start is not None and start > total:
+    ckpt.close()
+    raise ConfigError(f"{workdir / 'checkpoints'}: the run is at step {start}, beyond the "
+                      f"{total} steps now configured; raise train.num_steps (or num_epochs) to "
+                      "continue it, or train the shorter run in a new --workdir.")
   if start is not None:
     state = ckpt.restore(start, ckpt_lib.abstract_like(state, replicated), data_iter)
     logging.info("resumed from %s at step %d", workdir / "checkpoints", start)

@@ -59,6 +59,13 @@ def test_two_runs_train_skip_resume_and_tabulate(tmp_path):
   assert "| base | 2/2 |" in (work / "results_seeds.md").read_text()
   with pytest.raises(ConfigError, match="task_id"):
     sweep_lib.run_sweep(TINY, work, task_id=5)
+  # The same sweep made shorter: no run may report its 4-step model as a 2-step one.
+  shorter = {**TINY, "overrides": {**TINY["overrides"], "train.num_steps": 2}}
+  with pytest.raises(sweep_lib.CvaaError, match=r"2 run\(s\) failed"):
+    sweep_lib.run_sweep(shorter, work)
+  from cvaa_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match="at step 4, beyond the 2 steps"):
+    run_lib.run(sweep_lib.build_configs(shorter, sweep_lib.pathlib.Path("."))[0][1], str(add))
 
 
 def test_over_seeds_groups_runs_that_differ_only_in_seed(tmp_path):
