@@ -1,0 +1,125 @@
+"""The GAN train step per model, size and batch: time, XLA FLOPs, rate against matmul, memory.
+
+  python benchmarks/train_step.py [--models cvaa_gan-cvaa,x2ct_gan,...] [--sizes 64,128]
+      [--batches 1,4] [--steps 3] [--compile_only] [--max_temp_gib 16]
+
+For each combination: the whole step (DRR rendering, G forward/backward, D three passes, Adam for
+both players, EMA) is compiled once, timed over `--steps` calls (median), and reported as seconds
+per step, XLA's FLOP count (`cost_analysis`), GFLOP/s, that rate as a fraction of the same run's
+jit f32 matmul rate (2048^2 x 2048^2), compile time and XLA's memory analysis (temporaries,
+arguments). Widths are the paper's (configs/lumbar.py); the published X2CT-GAN has its own.
+A step whose temporaries exceed `--max_temp_gib` is compiled and analysed but not run. Compare
+rates as ratios within one run: the development machines' speed varies.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import cvaa_jax
+from cvaa_jax import sweep
+from cvaa_jax.train import loop, step as step_lib
+
+MODELS = ("cvaa_gan-add", "cvaa_gan-concat", "cvaa_gan-vaa", "cvaa_gan-cvaa", "x2ct_gan", "3dcnn",
+          "psr")
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+  a = jnp.asarray(np.random.default_rng(0).random((n, n), np.float32))
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / float(np.median(times)) / 1e9
+
+
+def config_for(model: str, size: int, batch: int):
+  root = pathlib.Path(cvaa_jax.__file__).resolve().parents[1]
+  c = sweep.base_config("configs/lumbar.py", root)
+  name, _, fusion = model.partition("-")
+  c.model.name = name
+  if fusion:
+    c.model.fusion = fusion
+  c.data.source = "phantom"
+  c.data.size = size
+  c.data.spacing_mm = 256.0 / size  # the paper's 256 mm field of view
+  c.train.batch_size = batch
+  return c
+
+
+def flops_of(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX: one dict per computation
+    cost = cost[0]
+  return float(cost.get("flops", float("nan")))
+
+
+def measure(model: str, size: int, batch: int, steps: int, compile_only: bool,
+            max_temp_gib: float) -> dict:
+  config = config_for(model, size, batch)
+  scfg, abstract = loop.build(config, 1000, abstract=True)
+  vol = jax.ShapeDtypeStruct((batch, size, size, size), jnp.float32)
+  step = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b), donate_argnums=0)
+  t = time.perf_counter()
+  compiled = step.lower(abstract, {"volume": vol}).compile()
+  row = {"compile_s": time.perf_counter() - t, "gflop": flops_of(compiled) / 1e9}
+  mem = compiled.memory_analysis()
+  row["temp_gib"] = mem.temp_size_in_bytes / 2 ** 30
+  row["arg_gib"] = mem.argument_size_in_bytes / 2 ** 30
+  if compile_only or row["temp_gib"] > max_temp_gib:
+    return row
+  _, state = loop.build(config, 1000)
+  rng = np.random.default_rng(0)
+  batch_ = {"volume": jnp.asarray(rng.random((batch, size, size, size), np.float32) * 0.3)}
+  state, m = compiled(state, batch_)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = compiled(state, batch_)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  row["step_s"] = float(np.median(times))
+  return row
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default=",".join(MODELS))
+  p.add_argument("--sizes", default="64,128")
+  p.add_argument("--batches", default="1,4")
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--compile_only", action="store_true")
+  p.add_argument("--max_temp_gib", type=float, default=16.0)
+  a = p.parse_args(argv)
+  dev = jax.devices()[0]
+  rate = matmul_gflops()
+  print(f"{dev.platform} ({dev.device_kind}), {jax.device_count()} device(s); jit f32 matmul "
+        f"2048^2: {rate:.1f} GFLOP/s")
+  print("| model | size | batch | s/step | GFLOP/step | GFLOP/s | of matmul rate | compile s "
+        "| temporaries GiB | arguments GiB |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  for model in a.models.split(","):
+    for size in (int(s) for s in a.sizes.split(",")):
+      for batch in (int(b) for b in a.batches.split(",")):
+        r = measure(model, size, batch, a.steps, a.compile_only, a.max_temp_gib)
+        if "step_s" in r:
+          gfs = r["gflop"] / r["step_s"]
+          timing = f"{r['step_s']:.3f} | {r['gflop']:.1f} | {gfs:.1f} | {gfs / rate:.0%}"
+        else:
+          timing = f"not run | {r['gflop']:.1f} | – | –"
+        print(f"| {model} | {size}³ | {batch} | {timing} | {r['compile_s']:.0f} | "
+              f"{r['temp_gib']:.2f} | {r['arg_gib']:.3f} |", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
