@@ -98,7 +98,8 @@ def run_report(workdirs, out: pathlib.Path, which="best", split="test", x2ct_ran
       first = next(c for c in cases if c.case_id == ids[0])
       figure["ground truth"] = np.asarray(first.load())
       shown = ids[0]
-    figure[label.split(" (")[0] + f" ({wd.name})"] = preds[shown]
+    title = name if name not in figure else f"{name} ({wd.name})"  # short, unless two share it
+    figure[title] = preds[shown]
   (out / "summary.json").write_text(json.dumps(rows, indent=1))
   paper = {k: {m: v[m] for m in PAPER if m in v} for k, v in rows.items()}
   md = report.markdown_table(paper, note=f"Paper metrics on [0, 1] volumes (data_range 1), "
