@@ -16,7 +16,8 @@ summary.json records its full step count is finished and skipped; any other run 
 is resumed where it stopped (the run-identity check refuses a workdir holding a different run). A
 failed run is recorded and the sweep goes on; the command exits 1 if any failed. The table
 (`results.md`, `results.csv`) holds each run's held-out mean +- std next to the mean-volume
-baseline, and `results.png` compares the runs' PSNR.
+baseline, and `results.png` compares the runs' PSNR. Runs that differ only in `seed` are also
+summarised as mean +- std over their seeds (`results_seeds.md` / `.csv`).
 """
 
 from __future__ import annotations
