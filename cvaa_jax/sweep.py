@@ -212,10 +212,9 @@ def tabulate(work: pathlib.Path, runs, failures=None) -> list[dict]:
                                    "each run (EMA generator, [0, 1] volumes).\n")
   done = [r for r in rows if "psnr" in r]
   if done:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(done), 3.2))
+    from cvaa_jax import viz  # pylint: disable=g-import-not-at-top
+    fig = viz.figure((1.2 + 0.9 * len(done), 3.2))
+    ax = fig.subplots()
     ax.bar(range(len(done)), [r["psnr"] for r in done], yerr=[r["psnr_std"] for r in done],
            capsize=3, color="#4477aa")
     if "baseline_psnr" in done[0]:
@@ -227,7 +226,6 @@ def tabulate(work: pathlib.Path, runs, failures=None) -> list[dict]:
     ax.set_ylim(bottom=max(0.0, lo - 2))
     fig.tight_layout()
     fig.savefig(work / "results.png", dpi=120)
-    plt.close(fig)
   over_seeds(work, rows)
   return rows
 

@@ -28,15 +28,11 @@ def save_slices_png(volumes: Mapping[str, np.ndarray], path: str | pathlib.Path,
                                                                                    "sagittal"),
                     title: str | None = None) -> pathlib.Path:
   """One row per view, one column per named volume, in a grey window [vmin, vmax]."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   names = list(volumes)
-  fig, axes = plt.subplots(len(views), len(names), figsize=(2.6 * len(names), 2.6 * len(views)),
-                           squeeze=False)
+  fig = figure((2.6 * len(names), 2.6 * len(views)))
+  axes = fig.subplots(len(views), len(names), squeeze=False)
   for col, name in enumerate(names):
     slices = mid_slices(np.asarray(volumes[name], dtype=np.float32))
     for row, view in enumerate(views):
@@ -51,27 +47,29 @@ def save_slices_png(volumes: Mapping[str, np.ndarray], path: str | pathlib.Path,
   return _finish(fig, path, title)
 
 
+def figure(figsize):
+  """A figure outside pyplot: writing files never switches the caller's backend (a notebook's
+  inline plots keep working) and leaves no open pyplot figure behind."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  return Figure(figsize=figsize)
+
+
 def _finish(fig, path: pathlib.Path, title: str | None) -> pathlib.Path:
-  """Title, layout, write, close."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  """Title, layout, write."""
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
   return path
 
 
 def save_panels_png(panels: Mapping[str, np.ndarray], path: str | pathlib.Path,
                     title: str | None = None) -> pathlib.Path:
   """One row of named 2-D images, each in its own grey range (e.g. slices next to DRRs)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.8), squeeze=False)
+  fig = figure((2.6 * len(panels), 2.8))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (name, img) in zip(axes[0], panels.items()):
     ax.imshow(np.asarray(img, np.float32), cmap="gray", interpolation="nearest")
     ax.set_xticks([])

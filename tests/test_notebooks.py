@@ -41,8 +41,13 @@ def _text(nb) -> str:
   return "\n".join(out)
 
 
+def _images(nb) -> int:
+  return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
 def test_quickstart_renders_reconstructs_and_scores(tmp_path):
   nb = _execute("quickstart", tmp_path)
+  assert _images(nb) == 2  # the two DRRs, the slices
   text = _text(nb)
   assert "shipped with cvaa_jax" in text and "frontal_ncc" in text and "bone/dice" in text
   assert (tmp_path / "runs" / "quickstart" / "reconstruction.nii.gz").stat().st_size > 1000
@@ -58,3 +63,6 @@ def test_ablations_trains_every_method_and_tabulates_over_seeds(tmp_path):
   assert table.count("| 1/1 |") == 7
   assert (work / "eval" / "figure.png").stat().st_size > 1000
   assert "vaa/level0" in _text(nb) and "fd/level0" in _text(nb)
+  # Training curves, Fig. 2 and the attention maps all display: the library's figure writers
+  # (sweep, evaluate) must not switch the notebook's matplotlib backend.
+  assert _images(nb) == 3
