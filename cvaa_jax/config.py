@@ -94,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.growth_rate = 16
   c.model.dense_layers = 4
   c.model.attn_kernel = 7
+  c.model.upsample = "transpose"  # decoder x2 (cvaa_gan): 'transpose' (paper) | 'resize'
   c.model.dtype = "float32"  # 'bfloat16': bf16 compute, f32 parameters
   c.model.disc_channels = 32
   c.model.disc_layers = 3

@@ -19,7 +19,7 @@ from flax import nnx
 from cvaa_jax.models import projection
 from cvaa_jax.models.densenet import DenseEncoder2D
 from cvaa_jax.models.fusion import FUSIONS, fused_channels, make_fusion
-from cvaa_jax.models.layers import HEAD_BIAS, Conv3D, ConvBlock3D, UpConv3D, channel_schedule
+from cvaa_jax.models.layers import HEAD_BIAS, Conv3D, ConvBlock3D, channel_schedule, make_up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class GeneratorConfig:
   dense_layers: int = 4  # layers per dense block
   fusion: str = "cvaa"  # 'add' | 'concat' | 'vaa' | 'cvaa'
   attn_kernel: int = 7  # VAA's attention-logit conv (paper: 7)
+  upsample: str = "transpose"  # decoder x2: 'transpose' (paper) | 'resize' (no checkerboard)
   parallel: bool = False  # the input views' beam geometry (must match the DRRs)
   fov_mm: float = 256.0
   sid: float = 750.0
@@ -95,12 +96,12 @@ class CVAAGenerator(nnx.Module):
                                      for l in range(cfg.levels + 1)]) for v in range(2)])
     top = cfg.levels
     self.deep_block = ConvBlock3D(c3[top], c3[top], rngs=rngs)
-    self.deep_up = UpConv3D(c3[top], c3[top - 1], rngs=rngs)
+    self.deep_up = make_up(cfg.upsample, c3[top], c3[top - 1], rngs=rngs)
     fusions, blocks, ups = [], [], []
     for l in range(top - 1, -1, -1):
       fusions.append(make_fusion(cfg.fusion, c3[l], c3[l], cfg.attn_kernel, rngs=rngs))
       blocks.append(ConvBlock3D(fused_channels(cfg.fusion, c3[l], c3[l]), c3[l], rngs=rngs))
-      ups.append(UpConv3D(c3[l], c3[l - 1], rngs=rngs) if l > 0 else None)
+      ups.append(make_up(cfg.upsample, c3[l], c3[l - 1], rngs=rngs) if l > 0 else None)
     self.fusions = nnx.List(fusions)
     self.blocks = nnx.List(blocks)
     self.ups = nnx.List(ups[:-1])

@@ -95,6 +95,42 @@ class UpConv3D(nnx.Module):
     return y.reshape(b, 2 * nx, 2 * ny, 2 * nz, self.out_ch) + self.bias[...].astype(x.dtype)
 
 
+class ResizeUp3D(nnx.Module):
+  """1x1x1 channel map, then trilinear x2 up-sampling (doubles X, Y, Z): a checkerboard-free
+  alternative to `UpConv3D`.
+
+  A kernel-2 / stride-2 transposed convolution gives each voxel of a 2x2x2 output block its own
+  weights, so its output has a 2-voxel period that later 3x3 blocks must learn to cancel (visible
+  at few training steps). Here the channel map runs at low resolution (it commutes with the
+  linear resize, so 1/8 of the work) and the resize has no such period: a constant input gives a
+  constant output. Trilinear weights (1/4, 3/4) per axis, edges clamped (half-pixel centres).
+  """
+
+  def __init__(self, in_ch: int, out_ch: int, *, rngs: nnx.Rngs):
+    self.dense = nnx.Linear(in_ch, out_ch, use_bias=True, rngs=rngs,
+                            kernel_init=jax.nn.initializers.he_normal())
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = self.dense(x)
+    for axis in (1, 2, 3):
+      n = y.shape[axis]
+      prev = jnp.take(y, jnp.clip(jnp.arange(n) - 1, 0, n - 1), axis=axis)
+      nxt = jnp.take(y, jnp.clip(jnp.arange(n) + 1, 0, n - 1), axis=axis)
+      even, odd = 0.25 * prev + 0.75 * y, 0.75 * y + 0.25 * nxt
+      y = jnp.stack([even, odd], axis=axis + 1)
+      y = y.reshape(y.shape[:axis] + (2 * n,) + y.shape[axis + 2:])
+    return y
+
+
+def make_up(kind: str, in_ch: int, out_ch: int, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The decoder's x2 up-sampling: 'transpose' (the paper's up-convolution) or 'resize'."""
+  if kind == "transpose":
+    return UpConv3D(in_ch, out_ch, rngs=rngs)
+  if kind == "resize":
+    return ResizeUp3D(in_ch, out_ch, rngs=rngs)
+  raise ValueError(f"model.upsample {kind!r} is not 'transpose' or 'resize'.")
+
+
 class InstanceNorm(nnx.Module):
   """Normalises each sample's channels over all spatial axes (2D or 3D), with learned scale/shift
   (`affine=False`: none, as PyTorch's InstanceNorm default that X2CT-GAN uses)."""
