@@ -15,25 +15,34 @@ from cvaa_jax import models
 from cvaa_jax.models import layers
 
 
+CONV_SHAPES = [((1, 64, 64, 64), 16, 16, 3), ((1, 64, 64, 64), 64, 16, 3),
+               ((2, 32, 32, 32), 32, 32, 3), ((1, 128, 128, 128), 8, 8, 3),
+               ((1, 64, 64, 64), 16, 2, 7)]
+
+
 def conv_table(repeats=5):
-  print("\n| Conv3D 3^3, shape | native ms | folded ms | native/folded |")
-  print("| --- | --- | --- | --- |")
-  for shape, cin, cout in [((1, 64, 64, 64), 16, 16), ((2, 32, 32, 32), 32, 32),
-                           ((1, 128, 128, 128), 8, 8)]:
+  """Conv3D forward + backward (gradients of input and kernel) per implementation, best of N."""
+  impls = ("native", "sliced", "folded")  # folded = sliced unless Cout <= TAP_STACK_MAX_OUT
+  print("\n| Conv3D fwd+bwd, shape x Cin->Cout, k | " + " | ".join(f"{i} ms" for i in impls) +
+        " | native/folded | sliced/folded |")
+  print("| --- |" + " --- |" * (len(impls) + 2))
+  for shape, cin, cout, k in CONV_SHAPES:
     x = jax.random.normal(jax.random.key(0), shape + (cin,))
-    w = jax.random.normal(jax.random.key(1), (3, 3, 3, cin, cout))
-    times = {}
-    for impl in ("native", "folded"):
-      f = jax.jit(lambda a, b, impl=impl: layers.conv3d(a, b, impl=impl))
-      f(x, w).block_until_ready()
-      best = float("inf")
-      for _ in range(repeats):
+    w = jax.random.normal(jax.random.key(1), (k, k, k, cin, cout))
+    fns = {impl: jax.jit(jax.grad(lambda a, b, impl=impl: jnp.sum(layers.conv3d(a, b, impl=impl)
+                                                                     ** 2), argnums=(0, 1)))
+           for impl in impls}
+    times = {impl: float("inf") for impl in impls}
+    for f in fns.values():
+      jax.block_until_ready(f(x, w))
+    for _ in range(repeats):  # interleaved, so a slow phase of the machine hits all alike
+      for impl, f in fns.items():
         t = time.perf_counter()
-        f(x, w).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-      times[impl] = best
-    print(f"| {shape}x{cin}->{cout} | {times['native'] * 1e3:.1f} | {times['folded'] * 1e3:.1f} | "
-          f"{times['native'] / times['folded']:.2f} |")
+        jax.block_until_ready(f(x, w))
+        times[impl] = min(times[impl], time.perf_counter() - t)
+    print(f"| {shape}x{cin}->{cout}, {k} | " + " | ".join(f"{times[i] * 1e3:.1f}" for i in impls)
+          + f" | {times['native'] / times['folded']:.2f} | {times['sliced'] / times['folded']:.2f} |",
+          flush=True)
 
 
 def main():
@@ -41,7 +50,11 @@ def main():
   ap.add_argument("--size", type=int, default=128)
   ap.add_argument("--batch", type=int, default=4)
   ap.add_argument("--skip-compile", action="store_true")
+  ap.add_argument("--conv_only", action="store_true", help="only the Conv3D table")
   args = ap.parse_args()
+  if args.conv_only:
+    conv_table()
+    return
   print(f"devices: {jax.devices()}")
   cfg = models.GeneratorConfig(size=args.size)
   print(f"\n| model (size {args.size}) | parameters |")

@@ -24,6 +24,7 @@ workdirs, so an interrupted benchmark continues where it stopped.
 """
 
 import argparse
+import ast
 import json
 import pathlib
 import sys
@@ -49,10 +50,28 @@ def fold_of(case_ids, folds):
   return [ids[k::folds] for k in range(folds)]
 
 
+def apply_overrides(config, overrides):
+  """`--set key=value` (dotted key, Python literal or bare string) applied to every run's config."""
+  for item in overrides:
+    key, _, raw = item.partition("=")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = getattr(node, part)
+    if not hasattr(node, leaf):
+      raise SystemExit(f"--set {item}: the config has no field {key!r}")
+    setattr(node, leaf, value)
+  return config
+
+
 def make_config(variant, ct_dir, steps, test_cases=(), phantom_share=0.0, phantoms_only=False,
-                mirror_prob=0.0):
+                mirror_prob=0.0, overrides=()):
   from configs import real64  # pylint: disable=g-import-not-at-top
-  c = real64.get_config(variant)
+  c = apply_overrides(real64.get_config(variant), overrides)
   c.train.num_steps = steps
   if phantoms_only:
     c.data.source = "phantom"
@@ -136,6 +155,8 @@ def main():
   ap.add_argument("--workdir", default=str(ROOT / "runs" / "bench_real"))
   ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))
   ap.add_argument("--methods", default="phantoms-only,real-only,mixed")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="config override for every run, e.g. --set model.upsample=resize")
   ap.add_argument("--only_folds", default="", help="comma-separated fold numbers (default: all)")
   args = ap.parse_args()
   flags.FLAGS.mark_as_parsed()
@@ -156,7 +177,7 @@ def main():
   times = {}
   if "phantoms-only" in methods:
     times["phantoms-only"] = train(make_config(args.variant, ct_dir, args.steps,
-                                               phantoms_only=True), work / "phantoms_only")
+                                               phantoms_only=True, overrides=args.set), work / "phantoms_only")
   rows = {"grid": {}, "native": {}}  # [frame][method][case] -> scores
   figures = {}
   chosen = {int(x) for x in args.only_folds.split(",") if x} or set(range(len(folds)))
@@ -170,7 +191,7 @@ def main():
         continue
       wd = work / f"{name}_fold{k}"
       times[f"{name} fold {k}"] = train(make_config(args.variant, ct_dir, args.steps, held, share,
-                                                    mirror_prob=mirror), wd)
+                                                    mirror_prob=mirror, overrides=args.set), wd)
       fold_runs[name] = wd
     any_wd = next(iter(fold_runs.values()))
     cases = dataset.load_index(any_wd / "data")

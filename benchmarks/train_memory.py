@@ -1,6 +1,10 @@
 """Compiled memory of the paper's training step (128^3, batch 4) from XLA's memory analysis.
 
-  python benchmarks/train_memory.py [--variants f32 bf16+remat]
+  python benchmarks/train_memory.py [--variants f32 generator blocks bf16+blocks] [--size 128]
+
+A variant is '+'-joined levers: 'bf16' (model.dtype bfloat16), 'generator' or 'blocks'
+(train.remat: one checkpoint around the generator, or one per 3D block / decoder level /
+discriminator stage); 'f32' alone is the baseline.
 
 Compiles (does not run) the full GAN step: DRR rendering, G forward/backward, D forward/backward
 twice, Adam for both players, EMA. On a CPU-only machine this measures the CPU backend's buffer
@@ -16,23 +20,34 @@ import jax.numpy as jnp
 
 sys.path.insert(0, ".")
 from configs import lumbar  # noqa: E402
+from cvaa_jax.models import layers  # noqa: E402
 from cvaa_jax.train import loop, step as step_lib  # noqa: E402
 
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--variants", nargs="*", default=["f32", "bf16+remat"])
+  ap.add_argument("--variants", nargs="*", default=["f32", "generator", "blocks", "bf16+blocks"])
+  ap.add_argument("--size", type=int, default=128)
+  ap.add_argument("--batch", type=int, default=4)
+  ap.add_argument("--conv3d", default="auto", choices=layers.CONV3D_IMPLS,
+                  help="Conv3D implementation: 'native' is the form GPUs run ('auto' on CPU: "
+                       "folded)")
   args = ap.parse_args()
-  print(f"devices: {jax.devices()}")
+  layers.set_conv3d_impl(args.conv3d)
+  print(f"devices: {jax.devices()}; Conv3D {args.conv3d}; {args.size}^3, batch {args.batch}")
   print("| variant | compile s | temporaries GiB | arguments GiB | outputs GiB |")
   print("| --- | --- | --- | --- | --- |")
   for variant in args.variants:
     config = lumbar.get_config()
     config.data.source = "phantom"
-    config.model.dtype = "bfloat16" if "bf16" in variant else "float32"
-    config.train.remat = "remat" in variant
+    levers = set(variant.split("+"))
+    config.model.dtype = "bfloat16" if "bf16" in levers else "float32"
+    config.train.remat = ("blocks" if "blocks" in levers else
+                          "generator" if "generator" in levers else "none")
+    config.data.size = args.size
+    config.data.spacing_mm = 256.0 / args.size
     scfg, state = loop.build(config, total_steps=1000, abstract=True)
-    batch = {"volume": jax.ShapeDtypeStruct((4, 128, 128, 128), jnp.float32)}
+    batch = {"volume": jax.ShapeDtypeStruct((args.batch,) + (args.size,) * 3, jnp.float32)}
     t = time.perf_counter()
     compiled = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b)).lower(state, batch).compile()
     mem = compiled.memory_analysis()

@@ -19,6 +19,9 @@ import ml_collections
 from cvaa_jax.errors import ConfigError
 
 DATA_SOURCES = ("phantom", "ct_dir", "pairs")
+REMAT_MODES = ("none", "blocks", "generator")
+# train.remat was a bool before 'blocks' existed: old run configs and command lines still work.
+REMAT_ALIASES = {"False": "none", "True": "generator", False: "none", True: "generator"}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -84,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.drr.shift_voxels = 0  # random translation of the training volume (augmentation)
 
   c.model = ml_collections.ConfigDict()  # splatted into cvaa_jax.models.GeneratorConfig
-  c.model.name = "cvaa_gan"  # cvaa_gan | x2ct_gan (published) | x2ct_gan_light | 3dcnn | psr
+  c.model.name = "cvaa_gan"  # cvaa_gan | x2ct_gan, psr (as published) | x2ct_gan_light, psr_light | 3dcnn
   c.model.fusion = "cvaa"  # 'add' | 'concat' | 'vaa' | 'cvaa' (cvaa_gan only)
   c.model.levels = 4
   c.model.base_channels = 32
@@ -116,7 +119,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 200
   c.train.keep_checkpoints = 3
   c.train.num_workers = 0  # Grain worker processes (0: in the main process)
-  c.train.remat = False  # rematerialise the generator's activations in the backward pass
+  # Rematerialisation (recompute activations in the backward pass, trading time for memory):
+  # 'none'; 'blocks': one checkpoint per 3D block of the generator (each view lift, each decoder
+  # level) and per discriminator stage, which lowers the peak; 'generator': one checkpoint around
+  # the whole generator (recomputed at once, so it hardly lowers the peak; benchmarks/RESULTS.md).
+  c.train.remat = "none"
   c.train.eval_batch_size = 2
   c.train.distributed = False  # start JAX's multi-process runtime (cvaa_jax/distributed.py)
   c.train.coordinator_address = ""  # host:port of process 0; empty: from the cluster environment
@@ -191,6 +198,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"{sorted(registry.GENERATORS)}.")
   if cfg.model.fusion not in fusion.FUSIONS:
     raise ConfigError(f"config.model.fusion: {cfg.model.fusion!r} is not one of {fusion.FUSIONS}.")
+  if cfg.model.upsample not in ("transpose", "resize"):
+    raise ConfigError(f"config.model.upsample: {cfg.model.upsample!r} is not 'transpose' or "
+                      "'resize'.")
+  cfg.train.remat = REMAT_ALIASES.get(cfg.train.remat, cfg.train.remat)
+  if cfg.train.remat not in REMAT_MODES:
+    raise ConfigError(f"config.train.remat: {cfg.train.remat!r} is not one of {REMAT_MODES}.")
   if cfg.model.dtype not in ("float32", "bfloat16"):
     raise ConfigError("config.model.dtype: use 'float32' or 'bfloat16'.")
   if not 0 < cfg.train.decay_start <= 1 or not 0 <= cfg.train.ema_decay < 1:
@@ -276,6 +289,8 @@ def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
         raise ConfigError(f"{path}: unknown field {prefix}{k}; written by another version?")
       if isinstance(dst[k], ml_collections.ConfigDict):
         merge(dst[k], v, f"{prefix}{k}.")
+      elif isinstance(v, bool) and isinstance(dst[k], str):  # train.remat was a bool before
+        dst[k] = REMAT_ALIASES.get(str(v), str(v))
       else:
         dst[k] = tuple(v) if isinstance(dst[k], tuple) else v
 

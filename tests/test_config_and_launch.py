@@ -39,12 +39,26 @@ def test_paper_config_holds_the_papers_values():
     (lambda c: c["data"].update(source="ct_dir", ct_dir="/no/such/dir"), "/no/such/dir"),
     (lambda c: c["data"].update(source="ct_dir", ct_dir=""), "config.data.ct_dir: empty"),
     (lambda c: c["data"].pop("size"), "config.data.size: missing"),
+    (lambda c: c["train"].update(remat="sometimes"), "config.train.remat: 'sometimes'"),
+    (lambda c: c["model"].update(upsample="bicubic"), "config.model.upsample: 'bicubic'"),
 ])
 def test_validate_names_the_field(mutate, match):
   raw = _tiny().to_dict()
   mutate(raw)
   with pytest.raises(ConfigError, match=match):
     config_lib.validate(ml_collections.ConfigDict(raw))
+
+
+def test_remat_accepts_the_old_boolean_values(tmp_path):
+  """train.remat was a bool: 'True' / 'False' (command line) and saved run configs still work."""
+  c = _tiny()
+  c.train.remat = "True"
+  assert config_lib.validate(c).train.remat == "generator"
+  raw = _tiny().to_dict()
+  raw["train"]["remat"] = False
+  raw["data"]["split"] = list(raw["data"]["split"])
+  (tmp_path / "config.json").write_text(json.dumps(raw))
+  assert config_lib.load_run_config(tmp_path).train.remat == "none"
 
 
 def test_unwritable_workdir_is_named(tmp_path):

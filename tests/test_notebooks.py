@@ -57,7 +57,7 @@ def test_ablations_trains_every_method_and_tabulates_over_seeds(tmp_path):
   nb = _execute("ablations", tmp_path)
   work = tmp_path / "runs" / "ablations_tiny"
   table = (work / "results_seeds.md").read_text()
-  for method in ("fusion-add", "fusion-concat", "fusion-vaa", "fusion-cvaa", "name-psr",
+  for method in ("fusion-add", "fusion-concat", "fusion-vaa", "fusion-cvaa", "name-psr_light",
                  "name-3dcnn", "name-x2ct_gan_light"):
     assert method in table
   assert table.count("| 1/1 |") == 7

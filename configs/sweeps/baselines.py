@@ -8,5 +8,5 @@ def get_sweep():
   return {
       "base": "configs/demo.py",
       "runs": [{"model.name": "cvaa_gan"}, {"model.name": "x2ct_gan"}, {"model.name": "3dcnn"},
-               {"model.name": "psr"}],
+               {"model.name": "psr_light"}],
   }

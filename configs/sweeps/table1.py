@@ -1,15 +1,16 @@
-"""Table I at demo size: PSR, 3DCNN, X2CT-GAN (as published) and CVAA-GAN with each fusion, 3 seeds.
+"""Table I at demo size: PSR (light), 3DCNN, X2CT-GAN (as published), CVAA-GAN with each fusion, 3 seeds.
 
   python -m cvaa_jax.sweep --config=configs/sweeps/table1.py --workdir=runs/table1
 
 Every run is configs/demo.py (32^3 x 8 mm phantoms) with one model field changed and a seed, for
 150 steps (half the demo's: the published X2CT-GAN alone takes about 4 s a step on 2 CPU cores). The seed is the run's whole randomness: phantom patients, initialisation, batch order. Seeds
 are the outer loop, so an interrupted sweep holds whole seeds of the table. `results_seeds.md` gives
-mean +- std over the seeds of each method's held-out mean.
+mean +- std over the seeds of each method's held-out mean. PSR is `psr_light`: the published
+network (`psr`, 589 M parameters, models/psr.py) needs volumes of 64^3 or more.
 """
 
 METHODS = (
-    {"model.name": "psr"},
+    {"model.name": "psr_light"},
     {"model.name": "3dcnn"},
     {"model.name": "x2ct_gan"},
     {"model.name": "cvaa_gan", "model.fusion": "add"},

@@ -122,8 +122,10 @@ class CNN3DGenerator(nnx.Module):
     return jax.nn.sigmoid(self.head(d).astype(jnp.float32))[..., 0], {}
 
 
-class PSRGenerator(nnx.Module):
-  """Patient-specific reconstruction (Shen, Zhao and Xing, Nature BME 2019), single view.
+class PSRLightGenerator(nnx.Module):
+  """A light PSR (`psr_light`; Shen, Zhao and Xing, Nature BME 2019), single view, at the shared
+  config's widths for CPU-sized runs and tests. The published network (589 M parameters at
+  128^3) is `psr` (models/psr.py).
 
   Matched: a 2D representation network (strided convolutions with residual refinement), a
   feature-to-volume transformation (1x1 convolution, then feature channels reshaped into depth) and a

@@ -8,7 +8,18 @@ from flax import nnx
 
 from cvaa_jax.models import projection
 from cvaa_jax.models.generator import GeneratorConfig, as_image
-from cvaa_jax.models.layers import Conv3D, InstanceNorm
+from cvaa_jax.models.layers import Conv3D, InstanceNorm, remat_if
+
+
+def _input_stage(disc, frontal, lateral, volume, geometry):
+  """Full resolution: each view back-projected and convolved, concatenated with the CT, then the
+  first stride-2 conv (no norm)."""
+  dt = jnp.dtype(disc.cfg.dtype)
+  conds = [jax.nn.leaky_relu(disc.cond[v](projection.expand(
+      as_image(x, dt), disc.views[v], inv_sid=projection.view_inv_sid(geometry, v))), 0.2)
+           for v, x in enumerate((frontal, lateral))]
+  x = jnp.concatenate([volume[..., None].astype(dt)] + conds, -1)
+  return jax.nn.leaky_relu(disc.convs[0](x), 0.2)
 
 
 class PatchDiscriminator3D(nnx.Module):
@@ -35,13 +46,11 @@ class PatchDiscriminator3D(nnx.Module):
     self.out = Conv3D(ch, 1, 3, rngs=rngs)
 
   def __call__(self, frontal, lateral, volume, geometry=None):
-    dt = jnp.dtype(self.cfg.dtype)
-    conds = [jax.nn.leaky_relu(self.cond[v](projection.expand(
-        as_image(x, dt), self.views[v], inv_sid=projection.view_inv_sid(geometry, v))), 0.2)
-             for v, x in enumerate((frontal, lateral))]
-    x = jnp.concatenate([volume[..., None].astype(dt)] + conds, -1)
-    for conv, norm in zip(self.convs, self.norms):
-      x = conv(x)
-      x = jax.nn.leaky_relu(norm(x) if norm is not None else x, 0.2)
+    remat = self.cfg.remat_blocks
+    # With remat_blocks the full-resolution input stage (back-projection, condition convs, first
+    # stride-2 conv) is one recomputed unit, then each further stage.
+    x = remat_if(remat, _input_stage)(self, frontal, lateral, volume, geometry)
+    for conv, norm in zip(list(self.convs)[1:], list(self.norms)[1:]):
+      x = remat_if(remat, lambda c, n, x: jax.nn.leaky_relu(n(c(x)), 0.2))(conv, norm, x)
     x = jax.nn.leaky_relu(self.penult_norm(self.penult(x)), 0.2)
     return self.out(x)[..., 0].astype(jnp.float32)

@@ -1,7 +1,8 @@
 """Per-level fusion of the two views' 3D features `s1`, `s2` with the decoder's features `d`.
 
-All variants return (fused, aux): `fused` goes to the level's conv block, `aux` holds attention maps
-for notebooks. PAPER.md gives the formulas; the variants are the paper's ablation axis:
+All variants return (fused, aux): `fused` goes to the level's conv block as the list of the parts of
+its channel concatenation (layers.Conv3D convolves them without concatenating where that saves
+memory), `aux` holds attention maps for notebooks. PAPER.md gives the formulas; the variants are the paper's ablation axis:
   add    concat(s1 + s2, d)                         (X2CT-GAN-style additive fusion)
   concat concat(s1, s2, d)
   vaa    View Attention Alignment only: concat(coarse, s1 + s2, d)
@@ -26,12 +27,12 @@ def fused_channels(fusion: str, ch: int, d_ch: int) -> int:
 
 class AddFusion(nnx.Module):
   def __call__(self, s1, s2, d):
-    return jnp.concatenate([s1 + s2, d], -1), {}
+    return [s1 + s2, d], {}
 
 
 class ConcatFusion(nnx.Module):
   def __call__(self, s1, s2, d):
-    return jnp.concatenate([s1, s2, d], -1), {}
+    return [s1, s2, d], {}
 
 
 class CVAA(nnx.Module):
@@ -51,19 +52,19 @@ class CVAA(nnx.Module):
     self.gate = Conv3D(ch + d_ch, 1, 3, rngs=rngs) if fine else None
 
   def __call__(self, s1, s2, d):
-    a1 = jax.nn.relu(self.align1(jnp.concatenate([d, s1], -1)))
-    a2 = jax.nn.relu(self.align2(jnp.concatenate([d, s2], -1)))
-    w = jax.nn.softmax(self.logits(jnp.concatenate([a1, a2], -1)).astype(jnp.float32), axis=-1)
+    a1 = jax.nn.relu(self.align1([d, s1]))
+    a2 = jax.nn.relu(self.align2([d, s2]))
+    w = jax.nn.softmax(self.logits([a1, a2]).astype(jnp.float32), axis=-1)
     w = w.astype(s1.dtype)
     coarse = w[..., :1] * s1 + w[..., 1:] * s2
     aux = {"vaa": w}
     parts = [coarse]
     if self.gate is not None:
-      g = jax.nn.sigmoid(self.gate(jnp.concatenate([coarse, d], -1)).astype(jnp.float32))
+      g = jax.nn.sigmoid(self.gate([coarse, d]).astype(jnp.float32))
       g = g.astype(s1.dtype)
       parts.append(g * coarse)
       aux["fd"] = g
-    return jnp.concatenate(parts + [s1 + s2, d], -1), aux
+    return parts + [s1 + s2, d], aux
 
 
 def make_fusion(fusion: str, ch: int, d_ch: int, attn_kernel: int = 7, *, rngs: nnx.Rngs):

@@ -19,7 +19,8 @@ from flax import nnx
 from cvaa_jax.models import projection
 from cvaa_jax.models.densenet import DenseEncoder2D
 from cvaa_jax.models.fusion import FUSIONS, fused_channels, make_fusion
-from cvaa_jax.models.layers import HEAD_BIAS, Conv3D, ConvBlock3D, channel_schedule, make_up
+from cvaa_jax.models.layers import (HEAD_BIAS, Conv3D, ConvBlock3D, channel_schedule, make_up,
+                                     remat_if)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,7 @@ class GeneratorConfig:
   sid: float = 750.0
   sdd: float = 1000.0
   dtype: str = "float32"  # compute dtype; parameters stay float32 ('bfloat16' for speed)
+  remat_blocks: bool = False  # recompute each 3D block in the backward pass (config.train.remat)
 
   def __post_init__(self):
     if self.size % (2 ** self.levels):
@@ -49,6 +51,8 @@ class GeneratorConfig:
                        f"({2 ** self.levels}).")
     if self.fusion not in FUSIONS:
       raise ValueError(f"model.fusion {self.fusion!r} is not one of {FUSIONS}.")
+    if self.upsample not in ("transpose", "resize"):
+      raise ValueError(f"model.upsample {self.upsample!r} is not 'transpose' or 'resize'.")
 
   @property
   def views(self) -> tuple[projection.ViewSpec, projection.ViewSpec]:
@@ -80,6 +84,12 @@ class ViewLift(nnx.Module):
 
   def __call__(self, f: jax.Array, inv_sid: jax.Array | None = None) -> jax.Array:
     return self.block(projection.expand(self.reduce(f), self.spec, inv_sid=inv_sid))
+
+
+def _decoder_level(fusion, block, up, s1, s2, d):
+  fused, maps = fusion(s1, s2, d)
+  d = block(fused)
+  return (d if up is None else up(d)), maps
 
 
 class CVAAGenerator(nnx.Module):
@@ -114,19 +124,22 @@ class CVAAGenerator(nnx.Module):
     for v, x in enumerate((frontal, lateral)):
       feats = self.encoders[v](as_image(x, dt))
       k = projection.view_inv_sid(geometry, v)
-      out.append([self.lifts[v][l](f, k) for l, f in enumerate(feats)])
+      lift = remat_if(self.cfg.remat_blocks, lambda m, f, k: m(f, k))
+      out.append([lift(self.lifts[v][l], f, k) for l, f in enumerate(feats)])
     return out
 
   def __call__(self, frontal: jax.Array, lateral: jax.Array, geometry: jax.Array | None = None):
     (s1, s2) = self.lift(frontal, lateral, geometry)
     top = self.cfg.levels
-    d = self.deep_up(self.deep_block(s1[top] + s2[top]))
+    remat = self.cfg.remat_blocks
+    d = remat_if(remat, lambda blk, up, x: up(blk(x)))(self.deep_block, self.deep_up,
+                                                        s1[top] + s2[top])
     aux = {}
     for i, l in enumerate(range(top - 1, -1, -1)):
-      fused, maps = self.fusions[i](s1[l], s2[l], d)
+      up = self.ups[i] if l > 0 else None
+      # One decoder level (fusion, conv block, up-sampling) is one rematerialised unit: only its
+      # inputs are kept for the backward pass.
+      d, maps = remat_if(remat, _decoder_level)(self.fusions[i], self.blocks[i], up, s1[l], s2[l], d)
       aux.update({f"{k}/level{l}": m for k, m in maps.items()})
-      d = self.blocks[i](fused)
-      if l > 0:
-        d = self.ups[i](d)
     out = jax.nn.sigmoid(self.head(d).astype(jnp.float32))[..., 0]
     return out, aux

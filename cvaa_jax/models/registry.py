@@ -8,13 +8,15 @@ import jax
 import numpy as np
 from flax import nnx
 
-from cvaa_jax.models.baselines import CNN3DGenerator, PSRGenerator, X2CTLightGenerator
+from cvaa_jax.models.baselines import CNN3DGenerator, PSRLightGenerator, X2CTLightGenerator
 from cvaa_jax.models.discriminator import PatchDiscriminator3D
 from cvaa_jax.models.generator import CVAAGenerator, GeneratorConfig
+from cvaa_jax.models.psr import PSRGenerator
 from cvaa_jax.models.x2ct import X2CTGenerator
 
 GENERATORS = {"cvaa_gan": CVAAGenerator, "x2ct_gan": X2CTGenerator,
-              "x2ct_gan_light": X2CTLightGenerator, "3dcnn": CNN3DGenerator, "psr": PSRGenerator}
+              "x2ct_gan_light": X2CTLightGenerator, "3dcnn": CNN3DGenerator, "psr": PSRGenerator,
+              "psr_light": PSRLightGenerator}
 
 
 def make_config(**model_cfg: Any) -> GeneratorConfig:

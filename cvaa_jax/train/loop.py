@@ -52,7 +52,8 @@ def build(config: ml_collections.ConfigDict, total_steps: int, abstract: bool = 
                   if k not in ("name", "disc_channels", "disc_layers")}
   gcfg = models.GeneratorConfig(size=d.size, parallel=config.drr.parallel,
                                 fov_mm=d.size * d.spacing_mm, sid=config.drr.sid,
-                                sdd=config.drr.sdd, **model_kwargs)
+                                sdd=config.drr.sdd, remat_blocks=config.train.remat == "blocks",
+                                **model_kwargs)
   make = (lambda ctor, seed: models.abstract(ctor)) if abstract else models.create
   g = make(models.generator_ctor(config.model.name, gcfg), seed=config.seed)
   disc = make(models.discriminator_ctor(gcfg, config.model.disc_channels,
@@ -67,7 +68,7 @@ def build(config: ml_collections.ConfigDict, total_steps: int, abstract: bool = 
       views=gcfg.views, size=d.size, hu_min=d.hu_min, hu_max=d.hu_max, w_adv=t.w_adv,
       w_recon=t.w_recon, w_proj=t.w_proj, ema_decay=t.ema_decay,
       noise_photons=config.drr.noise_photons, intensity_gain=config.drr.intensity_gain,
-      intensity_gamma=config.drr.intensity_gamma, remat=t.remat,
+      intensity_gamma=config.drr.intensity_gamma, remat=t.remat == "generator",
       sid_range=tuple(float(x) for x in config.drr.sid_range),
       parallel_share=config.drr.parallel_share,
       opposite_side_share=config.drr.opposite_side_share)

@@ -23,7 +23,7 @@ def _inputs(size, batch=2, seed=0):
 
 
 CASES = [("cvaa_gan", {"fusion": f}) for f in ("add", "concat", "vaa", "cvaa")] + \
-    [(name, {}) for name in ("x2ct_gan_light", "3dcnn", "psr")]
+    [(name, {}) for name in ("x2ct_gan_light", "3dcnn", "psr_light")]
 _BUILT = {}
 
 
@@ -63,7 +63,7 @@ def test_every_model_maps_two_views_to_a_unit_volume(name, kw):
 
 def test_psr_is_single_view_and_others_use_both_views():
   f, l = _inputs(16)
-  for name, kw, uses_lateral in (("psr", {}, False), ("cvaa_gan", {"fusion": "cvaa"}, True)):
+  for name, kw, uses_lateral in (("psr_light", {}, False), ("cvaa_gan", {"fusion": "cvaa"}, True)):
     _, fwd = _built(name, 16, **kw)
     a = fwd(f, l)[0]
     b = fwd(f, l[::-1])[0]
@@ -110,14 +110,25 @@ def test_gradients_reach_both_encoders_and_every_fusion_parameter():
 
 
 @pytest.mark.parametrize("k,stride,pad", [(3, 1, None), (1, 1, None), (4, 2, 1), (7, 1, None),
-                                          (3, 2, 1)])
-def test_folded_conv3d_matches_native(k, stride, pad):
+                                          (3, 2, 1), (3, 1, 0), (4, 1, 1)])
+@pytest.mark.parametrize("cout", [2, 5])  # 2: 'folded' stacks the taps (TAP_STACK_MAX_OUT)
+def test_folded_and_sliced_conv3d_match_native_with_their_gradients(k, stride, pad, cout):
   x = jax.random.normal(jax.random.key(0), (2, 9, 10, 8, 3))
-  w = jax.random.normal(jax.random.key(1), (k, k, k, 3, 5))
-  a = layers.conv3d(x, w, stride, pad, impl="native")
-  b = layers.conv3d(x, w, stride, pad, impl="folded")
-  assert a.shape == b.shape
-  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  w = jax.random.normal(jax.random.key(1), (k, k, k, 3, cout))
+  ct = None
+  for impl in ("native", "folded", "sliced"):
+    out = layers.conv3d(x, w, stride, pad, impl=impl)
+    if ct is None:
+      ct = jax.random.normal(jax.random.key(2), out.shape)
+      ref = (out, jax.grad(lambda x, w: jnp.sum(ct * layers.conv3d(x, w, stride, pad, "native")),
+                           argnums=(0, 1))(x, w))
+      continue
+    grads = jax.grad(lambda x, w, i=impl: jnp.sum(ct * layers.conv3d(x, w, stride, pad, i)),
+                     argnums=(0, 1))(x, w)
+    assert out.shape == ref[0].shape, impl
+    np.testing.assert_allclose(out, ref[0], rtol=1e-4, atol=1e-4)
+    for g, r in zip(grads, ref[1]):
+      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
 
 
 def test_upconv_is_a_stride_two_transposed_convolution():
@@ -197,3 +208,39 @@ def test_generator_with_resize_upsampling_runs():
   gen = registry.generator_ctor("cvaa_gan", cfg)(nnx.Rngs(0))
   vol, _ = gen(jnp.zeros((1, 16, 16)), jnp.zeros((1, 16, 16)))
   assert vol.shape == (1, 16, 16, 16) and np.isfinite(np.asarray(vol)).all()
+
+
+def test_per_block_remat_gives_the_same_gradients():
+  """remat_blocks (train.remat='blocks') only changes what is stored for the backward pass."""
+  import dataclasses
+  from cvaa_jax.models.discriminator import PatchDiscriminator3D
+  cfg = _cfg(16, dense_layers=1, max_channels=8)
+  x, y = _inputs(16)
+  geo = jnp.array([[1 / 750, 1 / 750], [-1 / 700, 1 / 800]])
+  vol = jax.random.uniform(jax.random.key(3), (2, 16, 16, 16))
+  for build, call in ((models.CVAAGenerator, lambda m: m(x, y, geo)[0]),
+                      (lambda c, rngs: PatchDiscriminator3D(c, 4, 2, rngs=rngs),
+                       lambda m: m(x, y, vol, geo))):
+    grads = []
+    for remat in (False, True):
+      graphdef, state = nnx.split(build(dataclasses.replace(cfg, remat_blocks=remat),
+                                        rngs=nnx.Rngs(0)))
+      loss = lambda s, gd=graphdef: jnp.sum(call(nnx.merge(gd, s)) ** 2)
+      if remat:
+        assert "remat" in str(jax.make_jaxpr(jax.grad(loss))(state))
+      grads.append(jax.jit(jax.grad(loss))(state))
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+
+
+def test_conv3d_of_concatenation_parts_equals_conv_of_the_concatenation():
+  """Conv3D takes a concatenation's parts (the native form sums per-part convolutions)."""
+  conv = layers.Conv3D(5, 3, 3, rngs=nnx.Rngs(0))
+  parts = [jax.random.normal(jax.random.key(i), (1, 6, 5, 4, c)) for i, c in enumerate((2, 3))]
+  ref = conv(jnp.concatenate(parts, -1))
+  for impl in ("native", "folded"):
+    conv.impl = impl
+    np.testing.assert_allclose(conv(parts), ref, rtol=1e-4, atol=1e-4)
+    g = jax.grad(lambda ps: jnp.sum(conv(ps) ** 2))(parts)
+    g_ref = jax.grad(lambda x: jnp.sum(conv(x) ** 2))(jnp.concatenate(parts, -1))
+    np.testing.assert_allclose(jnp.concatenate(g, -1), g_ref, rtol=1e-4, atol=1e-3)
