@@ -3,6 +3,7 @@ saw (the non-commercial scans: evaluation only, nothing trained on them ships).
 
   python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant cpu32] [--steps 400]
       [--phantom_share 0.3] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
+      [--set model.upsample=resize ...]
 
 The recipe is benchmarks/real_anatomy.py's (configs/real64.py), with all folds' patients in
 training. Held-out scores use the same code as the leave-one-patient-out table: model grid and the
@@ -37,11 +38,14 @@ def main():
   ap.add_argument("--workdir", default=str(ROOT / "runs" / "ship_real32"))
   ap.add_argument("--out", default=str(pretrained.DEFAULT))
   ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="config override, as in real_anatomy.py (e.g. model.upsample=resize)")
   args = ap.parse_args()
   flags.FLAGS.mark_as_parsed()
   logging.set_verbosity(logging.WARNING)
   ct_dir, work = pathlib.Path(args.ct_dir), pathlib.Path(args.workdir)
-  config = ra.make_config(args.variant, ct_dir, args.steps, (), args.phantom_share)
+  config = ra.make_config(args.variant, ct_dir, args.steps, (), args.phantom_share,
+                          overrides=args.set)
   seconds = ra.train(config, work)
   digest = pretrained.export(work, args.out)
   print(f"trained in {seconds:.0f} s; exported {args.out}; weights sha256 {digest}")
