@@ -92,7 +92,7 @@ def test_reconstruct_without_workdir_uses_the_shipped_model(tmp_path):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "known limitation of the shipped 32^3 model (600 CPU steps): it recovers the body and soft "
+    "known limitation of the shipped 32^3 model (1000 CPU steps): it recovers the body and soft "
     "tissue but not the spine; its few >250 HU voxels lie anterior. strict: passing means the "
     "limitation is gone and this mark must go (see the model card)."))
 def test_shipped_model_puts_the_spine_midline_and_posterior(tmp_path):

@@ -23,7 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT = HERE / "real32"
 WEIGHTS = "weights.npz"
 # sha256 of DEFAULT / WEIGHTS; update together with the file (python -m cvaa_jax.pretrained --hash).
-SHA256 = "e6a96683807eb80cf24060cd3504ec4c3a014508216fd59176e0b7565f3d971e"
+SHA256 = "2767da2eb69a9d15d51cb5388d8067189999549d293f60b36481f98bc00b510d"
 
 
 def is_model_dir(path: str | pathlib.Path) -> bool:
