@@ -41,7 +41,7 @@ def test_small_volumes_are_refused_with_the_light_variant_named():
     models.abstract(models.generator_ctor("psr", models.GeneratorConfig(size=32)))
 
 
-def test_up_convolution_is_pytorch_conv_transpose_k4_s2_p1():
+def test_up_convolution_is_pytorch_conv_transpose_k4_s2_p1(transposed_conv_reference):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 3, 2, 2, 2)).astype(np.float32)
   w = rng.normal(size=(4, 4, 4, 2, 3)).astype(np.float32)  # PyTorch taps, (k, k, k, in, out)
@@ -49,11 +49,5 @@ def test_up_convolution_is_pytorch_conv_transpose_k4_s2_p1():
   up.kernel[...] = jnp.asarray(w[::-1, ::-1, ::-1])  # conv form = flipped transposed-conv taps
   up.norm = lambda y: y  # compare the convolution itself
   got = np.asarray(up(jnp.asarray(x)))
-  # Reference: out[2 i - 1 + k] += x[i] w[k] per axis (padding 1), giving exactly 2n.
-  n = np.array(x.shape[1:4])
-  ref = np.zeros((1, *(2 * n + 2), 3))
-  for i in np.ndindex(*n):
-    for k in np.ndindex(4, 4, 4):
-      ref[(0, *(2 * np.array(i) + np.array(k)))] += x[(0, *i)] @ w[k]
-  ref = np.maximum(ref[:, 1:1 + 2 * n[0], 1:1 + 2 * n[1], 1:1 + 2 * n[2]], 0)
+  ref = transposed_conv_reference(x, w, padding=1)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ def test_parameter_counts_are_the_official_ones_and_the_forward_has_the_volume_s
   assert out.shape == (1, 128, 128, 128)
 
 
-def test_up_convolution_is_pytorch_conv_transpose_k3_s2_p1_op1():
+def test_up_convolution_is_pytorch_conv_transpose_k3_s2_p1_op1(transposed_conv_reference):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(1, 3, 2, 4, 2)).astype(np.float32)
   w = rng.normal(size=(3, 3, 3, 2, 3)).astype(np.float32)  # PyTorch taps, (k, k, k, in, out)
@@ -33,12 +33,5 @@ def test_up_convolution_is_pytorch_conv_transpose_k3_s2_p1_op1():
   up.kernel[...] = jnp.asarray(w[::-1, ::-1, ::-1])  # conv form = flipped transposed-conv taps
   up.norm = lambda y: y  # compare the convolution itself
   got = np.asarray(up(jnp.asarray(x)))
-  # Reference: out[i * 2 - 1 + k] += x[i] * w[k] per axis, cropped to 2n (output_padding 1).
-  n = np.array(x.shape[1:4])
-  ref = np.zeros((1, *(2 * n + 2), 3))
-  for i in np.ndindex(*n):
-    for k in np.ndindex(3, 3, 3):
-      o = tuple(2 * np.array(i) + np.array(k))  # shifted by +1 (padding 1)
-      ref[(0, *o)] += x[(0, *i)] @ w[k]
-  ref = np.maximum(ref[:, 1:1 + 2 * n[0], 1:1 + 2 * n[1], 1:1 + 2 * n[2]], 0)
+  ref = transposed_conv_reference(x, w, padding=1)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
