@@ -1,6 +1,6 @@
 """Two launch.py processes joined by jax.distributed on the CPU backend (gloo collectives, 2 fake
-devices each) train like one process with 4 devices, share one checkpoint, resume after both are
-killed, and stop in bounded time when one of them dies."""
+devices each) train like one process with 4 devices, share one checkpoint, stop in bounded time when
+one of them dies, and resume from the checkpoint they shared."""
 
 import os
 import pathlib
@@ -36,22 +36,32 @@ def _env(devices: int, **extra):
   return env
 
 
-def _start(work, port, pid, heartbeat=300, **env):
+def _start(work, port, pid, log, heartbeat=300, **env):
   args = [sys.executable, str(ROOT / "launch.py"), *COMMON, f"--workdir={work}",
           "--config.train.distributed=True", f"--config.train.coordinator_address=localhost:{port}",
           "--config.train.num_processes=2", f"--config.train.process_id={pid}",
           # Generous start-up and heartbeat limits: on a loaded 2-core CI machine the processes
           # start, compile and write checkpoints slowly.
           f"--config.train.heartbeat_timeout_s={heartbeat}", "--config.train.init_timeout_s=300"]
-  return subprocess.Popen(args, cwd=ROOT, env=_env(2, **env), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  # Output to files, not pipes: a process that is not waited on yet must never block on a full pipe.
+  return subprocess.Popen(args, cwd=ROOT, env=_env(2, **env), stdout=open(f"{log}.out", "w"),
+                          stderr=open(f"{log}.err", "w"), text=True)
 
 
 def _both(work, env0=None, env1=None, **kw):
+  """Starts processes 0 and 1 on `work`; returns [(returncode, stdout, stderr, exit time)] in
+  order of process id, each waited on in turn, process 1 first."""
   port = _port()
-  procs = [_start(work, port, 0, **kw, **(env0 or {})), _start(work, port, 1, **kw, **(env1 or {}))]
-  out = [p.communicate(timeout=600) for p in procs]
-  return [(p.returncode, o, e) for p, (o, e) in zip(procs, out)]
+  logs = [f"{work}.p{i}" for i in (0, 1)]
+  procs = [_start(work, port, 0, logs[0], **kw, **(env0 or {})),
+           _start(work, port, 1, logs[1], **kw, **(env1 or {}))]
+  ended = {}
+  for i in (1, 0):
+    procs[i].wait(timeout=600)
+    ended[i] = time.time()
+  read = lambda path: pathlib.Path(path).read_text()
+  return [(p.returncode, read(f"{log}.out"), read(f"{log}.err"), ended[i])
+          for i, (p, log) in enumerate(zip(procs, logs))]
 
 
 def _state(work):
@@ -68,20 +78,23 @@ def _state(work):
   return step, state
 
 
-def test_two_processes_train_like_one_share_a_checkpoint_and_resume(tmp_path):
+def test_two_processes_train_like_one_stop_when_one_dies_and_resume(tmp_path):
   ref = subprocess.run([sys.executable, str(ROOT / "launch.py"), *COMMON,
                         f"--workdir={tmp_path / 'ref'}"], cwd=ROOT, env=_env(4),
                        capture_output=True, text=True, timeout=600)
   assert ref.returncode == 0, ref.stderr[-3000:]
   run = tmp_path / "two"
-  # Both killed during the step-3 validation (the step-2 checkpoint complete by then); whichever
-  # dies second may already have been stopped by the runtime for its dead peer (SIGABRT).
-  killed = _both(run, env0={"CVAA_FAULT_KILL_AT": "eval:3"}, env1={"CVAA_FAULT_KILL_AT": "eval:3"})
-  codes = [k[0] for k in killed]
-  assert -9 in codes and set(codes) <= {-9, -6}, [k[2][-2000:] for k in killed]
+  # Process 1 is killed during the step-3 validation (the step-2 checkpoint complete by then).
+  # Process 0, with a short heartbeat limit, must notice and stop by itself instead of hanging in
+  # its next collective; that is the failure a multi-host job meets when one host goes.
+  (rc0, _, e0, end0), (rc1, _, e1, end1) = _both(run, env1={"CVAA_FAULT_KILL_AT": "eval:3"},
+                                                 heartbeat=10)
+  assert rc1 == -9, (rc1, e1[-2000:])
+  assert rc0 != 0 and ("another task died" in e0 or "heartbeat" in e0), (rc0, e0[-3000:])
+  assert end0 - end1 < 150, end0 - end1
   resumed = _both(run)
   assert [r[0] for r in resumed] == [0, 0], [r[2][-3000:] for r in resumed]
-  assert all("resumed from" in r[1] for r in resumed)
+  assert all("checkpoints at step 2" in r[1] for r in resumed), [r[1][-2000:] for r in resumed]
   # One checkpoint, written by both: each process's data-iterator state sits in it.
   data = run / "checkpoints" / str(STEPS) / "data"
   assert {p.name for p in data.glob("process_*")} == {"process_0-of-2.json", "process_1-of-2.json"}
@@ -102,14 +115,7 @@ def test_two_processes_train_like_one_share_a_checkpoint_and_resume(tmp_path):
   assert np.mean(diffs < 1e-6) > 0.95
 
 
-def test_a_dead_process_stops_the_other_in_bounded_time_and_bad_settings_are_one_line(tmp_path):
-  t = time.time()
-  out = _both(tmp_path / "w", env1={"CVAA_FAULT_KILL_AT": "step:2"}, heartbeat=10)
-  elapsed = time.time() - t
-  (rc0, o0, e0), (rc1, _, _) = out
-  assert rc1 == -9 and rc0 != 0, (rc0, e0[-2000:])
-  assert "another task died" in e0 or "heartbeat" in e0, e0[-3000:]
-  assert elapsed < 300
+def test_impossible_distributed_settings_are_one_line_and_do_not_hang(tmp_path):
   # Settings that cannot work: one line each, no hang.
   port = _port()
   args = [sys.executable, str(ROOT / "launch.py"), *COMMON, f"--workdir={tmp_path / 'x'}",
