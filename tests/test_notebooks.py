@@ -57,10 +57,11 @@ def test_ablations_trains_every_method_and_tabulates_over_seeds(tmp_path):
   nb = _execute("ablations", tmp_path)
   work = tmp_path / "runs" / "ablations_tiny"
   table = (work / "results_seeds.md").read_text()
-  for method in ("fusion-add", "fusion-concat", "fusion-vaa", "fusion-cvaa", "name-psr_light",
-                 "name-3dcnn", "name-x2ct_gan_light"):
+  # The tiny size trains the ends of the fusion ablation and the three baselines.
+  for method in ("fusion-add", "fusion-cvaa", "name-psr_light", "name-3dcnn",
+                 "name-x2ct_gan_light"):
     assert method in table
-  assert table.count("| 1/1 |") == 7
+  assert "fusion-concat" not in table and table.count("| 1/1 |") == 5
   assert (work / "eval" / "figure.png").stat().st_size > 1000
   assert "vaa/level0" in _text(nb) and "fd/level0" in _text(nb)
   # Training curves, Fig. 2 and the attention maps all display: the library's figure writers
