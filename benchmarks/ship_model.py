@@ -1,9 +1,11 @@
 """Trains the shipped model on every usable real CT, exports it, and scores it on patients it never
 saw (the non-commercial scans: evaluation only, nothing trained on them ships).
 
-  python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant cpu32] [--steps 400]
-      [--phantom_share 0.3] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
+  python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant cpu32] [--steps 2000]
+      [--phantom_share 0.15] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
       [--set model.upsample=resize ...]
+
+The defaults are the shipped model's recipe (configs/real64.py:cpu32: 2000 steps, 15 % phantoms).
 
 The recipe is benchmarks/real_anatomy.py's (configs/real64.py), with all folds' patients in
 training. Held-out scores use the same code as the leave-one-patient-out table: model grid and the
@@ -33,8 +35,8 @@ def main():
   ap.add_argument("--ct_dir", default=str(ROOT.parent / "shared" / "data" / "ct"))
   ap.add_argument("--external", default="noncommercial", help="folder under --ct_dir: held out")
   ap.add_argument("--variant", default="cpu32")
-  ap.add_argument("--steps", type=int, default=400)
-  ap.add_argument("--phantom_share", type=float, default=0.3)
+  ap.add_argument("--steps", type=int, default=2000)
+  ap.add_argument("--phantom_share", type=float, default=0.15)
   ap.add_argument("--workdir", default=str(ROOT / "runs" / "ship_real32"))
   ap.add_argument("--out", default=str(pretrained.DEFAULT))
   ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))

@@ -23,7 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT = HERE / "real32"
 WEIGHTS = "weights.npz"
 # sha256 of DEFAULT / WEIGHTS; update together with the file (python -m cvaa_jax.pretrained --hash).
-SHA256 = "2767da2eb69a9d15d51cb5388d8067189999549d293f60b36481f98bc00b510d"
+SHA256 = "530a661a5c0142ad0b5077f2b42e1e2cd43363361d40c35fe7fa207ae59d1ad3"
 
 
 def is_model_dir(path: str | pathlib.Path) -> bool:
