@@ -5,9 +5,10 @@
 Few-CT augmentation (data/augment.py) cuts every training volume afresh from a whole scan: the field
 of view anywhere along it and across the body, +-10 degree rotations, +-10 % scaling, a smooth
 elastic displacement, HU gain / offset / noise. No left-right mirroring (it changes the anatomy:
-situs). 30 % of the samples are procedural phantoms (their spine and implants are always in view;
-benchmarks/real_anatomy.py compares real-only, mixed and phantom-only); 15 % in `cpu32`. Views are rendered per
-sample with a randomised geometry, so the model takes AP/PA, left/right lateral, cone or parallel.
+situs). 30 % of the samples are procedural phantoms, 15 % in `cpu32` (their spine and implants are
+always in view; benchmarks/real_anatomy.py compares real-only, mixed and phantom-only). Views are
+rendered per sample with a randomised geometry, so the model takes AP/PA, left/right lateral, cone
+or parallel.
 
 Sized for 2 CPU cores: a slim CVAA-GAN (levels 3, 4 channels at full resolution) at batch 2 runs
 about 3.4 s per step there (benchmarks/RESULTS.md), so the 2000 steps take about 2 hours; the run
