@@ -114,6 +114,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.w_adv = 0.1  # X2CT-GAN's weights (the paper gives none)
   c.train.w_recon = 10.0
   c.train.w_proj = 10.0
+  # Not in the paper: an L1 inside a soft-tissue/bone HU window (train/losses.py:window_l1), which
+  # the [-1000, 4096] HU voxel MSE lacks for the spine at coarse grids. 0 disables it.
+  c.train.w_window = 0.0
+  c.train.window_hu = (-200.0, 1000.0)
   c.train.log_every = 10
   c.train.eval_every = 200
   c.train.checkpoint_every = 200

@@ -1,4 +1,5 @@
-"""GAN and reconstruction losses (PAPER.md): LSGAN, voxel MSE, orthogonal-projection L1."""
+"""GAN and reconstruction losses (PAPER.md): LSGAN, voxel MSE, orthogonal-projection L1, and an
+optional soft-tissue/bone window L1 (not in the paper)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,17 @@ def projection_l1(pred: jax.Array, target: jax.Array) -> jax.Array:
   """Mean absolute difference of parallel projections (means) onto the sagittal, coronal and axial
   planes of (B, X, Y, Z) volumes: a shape-consistency term, averaged over the three planes."""
   return sum(jnp.mean(jnp.abs(pred.mean(axis=a) - target.mean(axis=a))) for a in (1, 2, 3)) / 3.0
+
+
+def window_l1(pred: jax.Array, target: jax.Array, lo: float, hi: float) -> jax.Array:
+  """Mean absolute difference after clipping both volumes to the window [lo, hi] (the volumes' own
+  units) and rescaling it to [0, 1].
+
+  Why: in the paper's [-1000, 4096] HU normalisation, bone at 8 mm (~300 HU after partial volume)
+  sits 0.05 above soft tissue, so the voxel MSE hardly sees the spine next to the air/body edge.
+  Inside a soft-tissue/bone window the same contrast spans a quarter of the range, and L1's
+  gradient does not shrink with the error. Outside the window the gradient is zero (lungs and air
+  are the MSE's job)."""
+  scale = 1.0 / (hi - lo)
+  clip = lambda v: (jnp.clip(v, lo, hi) - lo) * scale
+  return jnp.mean(jnp.abs(clip(pred) - clip(target)))

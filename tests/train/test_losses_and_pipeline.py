@@ -100,3 +100,38 @@ def test_processes_read_blocks_that_stack_into_the_one_process_batches(cases):
     np.testing.assert_array_equal(a["index"], np.concatenate([x["index"] for x in b]))
     np.testing.assert_array_equal(a["volume"], np.concatenate([x["volume"] for x in b]))
     assert set(b[0]["index"].tolist()).isdisjoint(b[1]["index"].tolist())
+
+
+def test_window_l1_against_float64_and_its_gradient_outside_the_window():
+  rng = np.random.default_rng(0)
+  pred, target = rng.random((2, 3, 5, 5, 5))
+  lo, hi = 0.2, 0.4
+  ref = np.mean(np.abs(np.clip(pred, lo, hi) - np.clip(target, lo, hi))) / (hi - lo)
+  got = losses.window_l1(jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32), lo, hi)
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+  import jax
+  grad = np.asarray(jax.grad(losses.window_l1)(jnp.asarray(pred, jnp.float32),
+                                               jnp.asarray(target, jnp.float32), lo, hi))
+  inside = (pred > lo) & (pred < hi) & (np.abs(np.clip(pred, lo, hi) - np.clip(target, lo, hi)) > 0)
+  outside = (pred < lo) | (pred > hi)
+  assert np.all(grad[outside] == 0) and outside.any()
+  np.testing.assert_allclose(np.abs(grad[inside]), 1 / ((hi - lo) * pred.size), rtol=1e-5)
+
+
+def test_the_window_term_enters_the_generator_loss_with_its_weight():
+  import jax
+  from configs import lumbar
+  from cvaa_jax.data.phantom import lumbar_phantom
+  from cvaa_jax.train import loop, step as step_lib
+  config = lumbar.get_config("tiny")
+  config.train.batch_size = 2
+  config.train.w_window = 2.0
+  scfg, state = loop.build(config, total_steps=4)
+  assert scfg.w_window == 2.0 and scfg.window_hu == (-200.0, 1000.0)
+  vols = np.stack([(np.clip(lumbar_phantom(s, (16,) * 3, 16.0).volume.array, -1000, 4096) + 1000)
+                   / 5096 for s in range(2)]).astype(np.float32)
+  _, m = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b))(state, {"volume": vols})
+  m = {k: float(v) for k, v in m.items()}
+  assert m["g/window"] > 0
+  np.testing.assert_allclose(m["g/total"], 0.1 * m["g/adv"] + 10 * m["g/recon"] + 10 * m["g/proj"]
+                             + 2.0 * m["g/window"], rtol=1e-5)
