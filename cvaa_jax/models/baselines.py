@@ -96,7 +96,10 @@ class CNN3DGenerator(nnx.Module):
   Matched: a 2D convolutional encoder whose deepest feature channels are reshaped into depth
   (channels-to-depth 2D->3D), a 3D up-convolutional decoder, and 2D->3D skip connections that repeat
   encoder features along the depth axis. Adapted: the two views enter as two input channels (the
-  original is single-view), and skips are repeated along the frontal view's rays.
+  original is single-view), and skips are repeated along the frontal view's rays. Not matched:
+  layer widths and depths follow the shared config (`model.*channels*`, `model.levels`), not the
+  paper's, whose layer table was not available to check against (no parameter-count test, unlike
+  `x2ct_gan` and `psr`).
   """
 
   def __init__(self, cfg: GeneratorConfig, *, rngs: nnx.Rngs):
