@@ -244,9 +244,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0 <= given[name] <= 1:
       raise ConfigError(f"config.{name}: must lie in [0, 1], got {given[name]}.")
   for name in ("augment.rotate_deg", "augment.elastic_mm", "augment.hu_offset",
-               "augment.hu_noise"):
+               "augment.hu_noise", "train.w_window"):
     if given[name] < 0:
       raise ConfigError(f"config.{name}: must be >= 0, got {given[name]}.")
+  window = tuple(cfg.train.window_hu)
+  if len(window) != 2 or not window[0] < window[1]:
+    raise ConfigError(f"config.train.window_hu: need (low, high) HU with low < high, got {window}.")
   if given["augment.rotate_deg"] > 45:
     raise ConfigError("config.augment.rotate_deg: at most 45 degrees (the views' sides would "
                       "swap).")

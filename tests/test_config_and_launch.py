@@ -41,6 +41,8 @@ def test_paper_config_holds_the_papers_values():
     (lambda c: c["data"].pop("size"), "config.data.size: missing"),
     (lambda c: c["train"].update(remat="sometimes"), "config.train.remat: 'sometimes'"),
     (lambda c: c["model"].update(upsample="bicubic"), "config.model.upsample: 'bicubic'"),
+    (lambda c: c["train"].update(w_window=-1.0), "config.train.w_window: must be >= 0"),
+    (lambda c: c["train"].update(window_hu=(1000.0, -200.0)), "config.train.window_hu: need"),
 ])
 def test_validate_names_the_field(mutate, match):
   raw = _tiny().to_dict()

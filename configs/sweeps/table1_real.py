@@ -7,8 +7,9 @@ on ../shared/data/ct (its 8 usable patients; one abdomen and one chest held out 
 split, the same two for every method and seed, where the seeded split would change them with the
 seed) with one model field changed, for 300 steps (a seventh of
 the shipped recipe's 2000: the table compares methods at equal, short training). X2CT-GAN is the
-published architecture (models/x2ct.py, its own widths): about 4 s a step at 32^3 on 2 CPU cores,
-20 min a run, three quarters of the sweep's time. Override data.ct_dir for another collection.
+published architecture (models/x2ct.py, its own widths): about 5 s a step at 32^3 on 2 CPU cores,
+25 min a run, 78 of the sweep's 113 minutes (benchmarks/RESULTS.md). Override data.ct_dir for
+another collection.
 """
 
 import pathlib

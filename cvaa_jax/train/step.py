@@ -178,7 +178,8 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
       total = total + cfg.w_window * window
     return total, (adv, recon, proj, window)
 
-  (g_total, (g_adv, g_recon, g_proj, g_window)), dfake = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+  (g_total, (g_adv, g_recon, g_proj, g_window)), dfake = jax.value_and_grad(
+      g_loss_fn, has_aux=True)(fake)
   (g_grads,) = g_vjp(dfake)
   g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params)
   g_params = optax.apply_updates(state.g_params, g_updates)

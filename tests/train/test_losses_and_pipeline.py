@@ -1,6 +1,7 @@
 """Losses against hand computations; the Grain pipeline's determinism, sharding and state."""
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,7 +110,6 @@ def test_window_l1_against_float64_and_its_gradient_outside_the_window():
   ref = np.mean(np.abs(np.clip(pred, lo, hi) - np.clip(target, lo, hi))) / (hi - lo)
   got = losses.window_l1(jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32), lo, hi)
   np.testing.assert_allclose(got, ref, rtol=1e-5)
-  import jax
   grad = np.asarray(jax.grad(losses.window_l1)(jnp.asarray(pred, jnp.float32),
                                                jnp.asarray(target, jnp.float32), lo, hi))
   inside = (pred > lo) & (pred < hi) & (np.abs(np.clip(pred, lo, hi) - np.clip(target, lo, hi)) > 0)
@@ -119,7 +119,6 @@ def test_window_l1_against_float64_and_its_gradient_outside_the_window():
 
 
 def test_the_window_term_enters_the_generator_loss_with_its_weight():
-  import jax
   from configs import lumbar
   from cvaa_jax.data.phantom import lumbar_phantom
   from cvaa_jax.train import loop, step as step_lib
