@@ -7,9 +7,9 @@ Two algorithms, one answer:
     horizontal axis, each slice's sampling is separable: linear interpolation along q (two taps per
     column) and along z (two taps per row). For a concrete view (`joseph_plan`, built and cached on
     the host) the q step gathers whole z-rows of the volume, and the z step plus the sum over slices
-    is one matrix product with the (K, rows, Nz) hat matrix; the gradient is a custom VJP made of
-    the transposed product and a gather through the inverse tap table (no scatter-add, which is slow
-    on XLA:CPU). For a traced view both steps are dense hat-matrix contractions built in the
+    is one row-major matrix product with the (K*Nz, rows) hat matrix; the gradient is a custom VJP
+    made of the transposed product and a gather through the inverse tap table (no scatter-add, which
+    is slow on XLA:CPU). For a traced view both steps are dense hat-matrix contractions built in the
     program, differentiable with respect to the geometry too. Measured on a 2-core CPU
     (benchmarks/RESULTS.md): the host plan is ~2x faster than the dense form forward and backward.
   * `raymarch` (any geometry): trilinear samples at a step of at most half a voxel between each
@@ -153,7 +153,8 @@ class HostPlan(NamedTuple):
 
   rows: tuple[np.ndarray, np.ndarray]  # (cols, K) int32: volume row of each sample's two taps
   taps: tuple[np.ndarray, np.ndarray]  # (cols, K, 1) float32: their linear-interpolation weights
-  b: np.ndarray  # (K, rows, Nz) hat weights along z
+  b: np.ndarray  # (K*Nz, rows) hat weights along z, the z step's matrix as the forward reads it
+  b_t: np.ndarray  # (rows, K*Nz) the same, transposed, for the gradient
   scale: np.ndarray  # (rows, cols) path length per slice
   back_rows: np.ndarray  # (X*Y, M) int32: rows of t (as (cols*K, Nz)) that sampled each volume row
   back_taps: np.ndarray  # (X*Y, M, 1) float32: with these weights (0 = padding); M is 2-3 when
@@ -220,7 +221,10 @@ def _host_plan(key) -> HostPlan:
   back_taps = np.zeros((n_rows, m, 1), np.float32)
   back_rows[target, rank] = source
   back_taps[target, rank, 0] = weight
-  plan = HostPlan(tuple(rows), tuple(taps), _hat(np, sz, shape[2]).astype(np.float32),
+  b = _hat(np, sz, shape[2]).astype(np.float32)  # (K, rows, Nz)
+  plan = HostPlan(tuple(rows), tuple(taps),
+                  np.ascontiguousarray(b.transpose(0, 2, 1).reshape(-1, det_shape[0])),
+                  np.ascontiguousarray(b.transpose(1, 0, 2).reshape(det_shape[0], -1)),
                   scale.astype(np.float32), back_rows, back_taps)
   for x in jax.tree.leaves(plan):
     x.flags.writeable = False  # shared by every caller of the cache
@@ -267,7 +271,7 @@ def _sample_coords(xp, geometry: Geometry, shape, spacing, origin):
 def _joseph(volume, geometry: Geometry, plan) -> jax.Array:
   if isinstance(plan, HostPlan):
     t = _slice_sampler(plan, volume.shape, volume.dtype)(volume)  # (cols, K, Nz)
-    return jnp.einsum("ckz,krz->rc", t, plan.b) * plan.scale  # sample along z, sum the slices
+    return _z_step(plan)(t) * plan.scale  # sample along z, sum the slices
   a, b, scale = plan
   # Slice index k is axis `aligned_axis` of the volume; einsum reads it in place (no transpose).
   # Intermediate layout (cols, Nz, K): of six layouts timed on XLA:CPU it was best or near best for
@@ -275,6 +279,31 @@ def _joseph(volume, geometry: Geometry, plan) -> jax.Array:
   spec = "ikz" if geometry.aligned_axis == 1 else "kiz"
   t = jnp.einsum(f"kci,{spec}->czk", a, volume)  # sample along q in every slice
   return jnp.einsum("czk,krz->rc", t, b) * scale  # sample along z, sum the slices
+
+
+def _z_step(plan: HostPlan):
+  """t (cols, K, Nz) -> image (rows, cols): the z sampling and the sum over slices, one matrix
+  product each way in the form XLA:CPU runs fastest, (M, K) @ (K, N) with both operands row-major.
+  Left to itself XLA turns the small output transpose into the transposed-operand product
+  (t @ b^T, contraction on both minor axes), which ran 3x slower on a 2-core CPU; the optimisation
+  barriers keep the product as written (benchmarks/RESULTS.md, DRR renderer)."""
+  barrier = jax.lax.optimization_barrier
+
+  @jax.custom_vjp
+  def f(t):
+    return barrier(t.reshape(t.shape[0], -1) @ plan.b).T
+
+  cols, k = plan.rows[0].shape
+  t_shape = (cols, k, plan.b.shape[0] // k)
+
+  def f_fwd(t):
+    return f(t), None  # linear: nothing to keep
+
+  def f_bwd(_, g):
+    return (barrier(g.T @ plan.b_t).reshape(t_shape),)
+
+  f.defvjp(f_fwd, f_bwd)
+  return f
 
 
 def _slice_sampler(plan: HostPlan, shape, dtype):
