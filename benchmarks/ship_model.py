@@ -3,7 +3,7 @@ saw (the non-commercial scans: evaluation only, nothing trained on them ships).
 
   python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant cpu32] [--steps 2000]
       [--phantom_share 0.15] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
-      [--set model.upsample=resize ...]
+      [--set model.upsample=resize ...] [--eval_only]
 
 The defaults are the shipped model's recipe (configs/real64.py:cpu32: 2000 steps, 15 % phantoms).
 
@@ -42,13 +42,16 @@ def main():
   ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="config override, as in real_anatomy.py (e.g. model.upsample=resize)")
+  ap.add_argument("--eval_only", action="store_true",
+                  help="no training: export and score the workdir's latest checkpoint as it is "
+                       "(a run stopped early, or one to re-score)")
   args = ap.parse_args()
   flags.FLAGS.mark_as_parsed()
   logging.set_verbosity(logging.WARNING)
   ct_dir, work = pathlib.Path(args.ct_dir), pathlib.Path(args.workdir)
   config = ra.make_config(args.variant, ct_dir, args.steps, (), args.phantom_share,
                           overrides=args.set)
-  seconds = ra.train(config, work)
+  seconds = 0.0 if args.eval_only else ra.train(config, work)
   digest = pretrained.export(work, args.out)
   print(f"trained in {seconds:.0f} s; exported {args.out}; weights sha256 {digest}")
 
