@@ -118,6 +118,10 @@ def base_config() -> ml_collections.ConfigDict:
   # the [-1000, 4096] HU voxel MSE lacks for the spine at coarse grids. 0 disables it.
   c.train.w_window = 0.0
   c.train.window_hu = (-200.0, 1000.0)
+  # Not in the paper: extra squared-error weight on the target's bone voxels (> bone_hu HU;
+  # train/losses.py:bone_mse). A bone voxel then weighs w_recon + w_bone. 0 disables it.
+  c.train.w_bone = 0.0
+  c.train.bone_hu = 150.0
   c.train.log_every = 10
   c.train.eval_every = 200
   c.train.checkpoint_every = 200
@@ -244,7 +248,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0 <= given[name] <= 1:
       raise ConfigError(f"config.{name}: must lie in [0, 1], got {given[name]}.")
   for name in ("augment.rotate_deg", "augment.elastic_mm", "augment.hu_offset",
-               "augment.hu_noise", "train.w_window"):
+               "augment.hu_noise", "train.w_window", "train.w_bone"):
     if given[name] < 0:
       raise ConfigError(f"config.{name}: must be >= 0, got {given[name]}.")
   window = tuple(cfg.train.window_hu)

@@ -42,6 +42,7 @@ def test_paper_config_holds_the_papers_values():
     (lambda c: c["train"].update(remat="sometimes"), "config.train.remat: 'sometimes'"),
     (lambda c: c["model"].update(upsample="bicubic"), "config.model.upsample: 'bicubic'"),
     (lambda c: c["train"].update(w_window=-1.0), "config.train.w_window: must be >= 0"),
+    (lambda c: c["train"].update(w_bone=-1.0), "config.train.w_bone: must be >= 0"),
     (lambda c: c["train"].update(window_hu=(1000.0, -200.0)), "config.train.window_hu: need"),
 ])
 def test_validate_names_the_field(mutate, match):
@@ -160,3 +161,30 @@ def test_one_or_two_cases_train_without_held_out_data_or_stop_before(tmp_path):
   assert summary["split"] == {"train": 2, "val": 0, "test": 0}
   assert summary["train"]["steps"] == 2 and summary["train"]["split"] is None
   assert (tmp_path / "two" / "checkpoints").is_dir()
+
+
+def test_compilation_cache_defaults_cache_every_program(monkeypatch, tmp_path):
+  """Entry points cache every compiled program (a warm launch is ~80 small programs, benchmarks/
+  warm_start.py); CVAA_JAX_CACHE moves or disables it; an unwritable folder costs only the cache."""
+  import jax
+  from cvaa_jax import cli
+  saved = {k: getattr(jax.config, k) for k in ("jax_compilation_cache_dir",
+                                                "jax_persistent_cache_min_compile_time_secs")}
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", raising=False)
+  try:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    monkeypatch.setenv("CVAA_JAX_CACHE", str(tmp_path / "cache"))
+    assert cli.enable_compilation_cache() == str(tmp_path / "cache")
+    assert (tmp_path / "cache").is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "cache")
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+    monkeypatch.setenv("CVAA_JAX_CACHE", "off")
+    assert cli.enable_compilation_cache() is None
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("CVAA_JAX_CACHE", str(blocker / "cache"))  # under a file: not creatable
+    assert cli.enable_compilation_cache() is None
+  finally:
+    for k, v in saved.items():
+      jax.config.update(k, v)

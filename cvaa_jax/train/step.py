@@ -56,6 +56,8 @@ class StepConfig:
   w_proj: float = 10.0
   w_window: float = 0.0  # soft-tissue/bone window L1 (losses.window_l1); 0: off (the paper)
   window_hu: tuple = (-200.0, 1000.0)
+  w_bone: float = 0.0  # extra MSE weight on the target's bone voxels (losses.bone_mse); 0: off
+  bone_hu: float = 150.0
   ema_decay: float = 0.999
   noise_photons: float = 0.0
   intensity_gain: float = 0.0
@@ -171,14 +173,17 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
     recon = losses.voxel_mse(fake_volume, volume)
     proj = losses.projection_l1(fake_volume, volume)
     total = cfg.w_adv * adv + cfg.w_recon * recon + cfg.w_proj * proj
-    window = jnp.zeros((), total.dtype)
+    to_unit = lambda hu: (hu - cfg.hu_min) / (cfg.hu_max - cfg.hu_min)
+    window = bone = jnp.zeros((), total.dtype)
     if cfg.w_window:
-      to_unit = lambda hu: (hu - cfg.hu_min) / (cfg.hu_max - cfg.hu_min)
       window = losses.window_l1(fake_volume, volume, *(to_unit(h) for h in cfg.window_hu))
       total = total + cfg.w_window * window
-    return total, (adv, recon, proj, window)
+    if cfg.w_bone:
+      bone = losses.bone_mse(fake_volume, volume, to_unit(cfg.bone_hu))
+      total = total + cfg.w_bone * bone
+    return total, (adv, recon, proj, window, bone)
 
-  (g_total, (g_adv, g_recon, g_proj, g_window)), dfake = jax.value_and_grad(
+  (g_total, (g_adv, g_recon, g_proj, g_window, g_bone)), dfake = jax.value_and_grad(
       g_loss_fn, has_aux=True)(fake)
   (g_grads,) = g_vjp(dfake)
   g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params)
@@ -194,7 +199,7 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
   new = state.replace(step=state.step + 1, g_params=g_params, d_params=d_params, g_opt=g_opt,
                       d_opt=d_opt, ema_params=ema, bad_step=bad_step)
   metrics = {"g/total": g_total, "g/adv": g_adv, "g/recon": g_recon, "g/proj": g_proj,
-             "g/window": g_window,
+             "g/window": g_window, "g/bone": g_bone,
              "d/total": d_total, "d/real": d_real, "d/fake": d_fake,
              "g/grad_norm": g_gnorm, "d/grad_norm": d_gnorm,
              "g/param_norm": _norm(g_params), "d/param_norm": _norm(d_params)}

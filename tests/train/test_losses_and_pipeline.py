@@ -118,19 +118,37 @@ def test_window_l1_against_float64_and_its_gradient_outside_the_window():
   np.testing.assert_allclose(np.abs(grad[inside]), 1 / ((hi - lo) * pred.size), rtol=1e-5)
 
 
-def test_the_window_term_enters_the_generator_loss_with_its_weight():
+def test_bone_mse_weights_only_the_targets_bone_voxels():
+  rng = np.random.default_rng(3)
+  target = rng.random((2, 6, 6, 6)) * 0.4
+  pred = rng.random((2, 6, 6, 6)) * 0.4
+  thr = 0.25
+  bone = target > thr
+  assert 0 < bone.mean() < 1
+  ref = np.sum(np.square(pred - target)[bone]) / target.size  # float64, over all voxels
+  got = losses.bone_mse(jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32), thr)
+  np.testing.assert_allclose(got, ref, rtol=1e-5)
+  grad = np.asarray(jax.grad(losses.bone_mse)(jnp.asarray(pred, jnp.float32),
+                                              jnp.asarray(target, jnp.float32), thr))
+  assert np.all(grad[~bone] == 0)
+  np.testing.assert_allclose(grad[bone], 2 * (pred - target)[bone] / target.size, rtol=1e-4)
+
+
+def test_the_window_and_bone_terms_enter_the_generator_loss_with_their_weights():
   from configs import lumbar
   from cvaa_jax.data.phantom import lumbar_phantom
   from cvaa_jax.train import loop, step as step_lib
   config = lumbar.get_config("tiny")
   config.train.batch_size = 2
   config.train.w_window = 2.0
+  config.train.w_bone = 3.0
   scfg, state = loop.build(config, total_steps=4)
   assert scfg.w_window == 2.0 and scfg.window_hu == (-200.0, 1000.0)
+  assert scfg.w_bone == 3.0 and scfg.bone_hu == 150.0
   vols = np.stack([(np.clip(lumbar_phantom(s, (16,) * 3, 16.0).volume.array, -1000, 4096) + 1000)
                    / 5096 for s in range(2)]).astype(np.float32)
   _, m = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b))(state, {"volume": vols})
   m = {k: float(v) for k, v in m.items()}
-  assert m["g/window"] > 0
+  assert m["g/window"] > 0 and 0 < m["g/bone"] < m["g/recon"]
   np.testing.assert_allclose(m["g/total"], 0.1 * m["g/adv"] + 10 * m["g/recon"] + 10 * m["g/proj"]
-                             + 2.0 * m["g/window"], rtol=1e-5)
+                             + 2.0 * m["g/window"] + 3.0 * m["g/bone"], rtol=1e-5)
