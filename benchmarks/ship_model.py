@@ -5,7 +5,8 @@ saw (the non-commercial scans: evaluation only, nothing trained on them ships).
       [--phantom_share 0.15] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
       [--set model.upsample=resize ...] [--eval_only]
 
-The defaults are the shipped model's recipe (configs/real64.py:cpu32: 2000 steps, 15 % phantoms).
+The defaults are the shipped model's recipe (configs/real64.py:cpu32: 2000 steps, 15 % phantoms,
+bone voxels weighted 5x).
 
 The recipe is benchmarks/real_anatomy.py's (configs/real64.py), with all folds' patients in
 training. Held-out scores use the same code as the leave-one-patient-out table: model grid and the

@@ -64,8 +64,8 @@ def test_shipped_weights_match_their_checksum():
 
 def test_reconstruct_without_workdir_uses_the_shipped_model(tmp_path):
   """The README's path: the bundled example pair, no --workdir. The shipped model is named, the
-  body it reconstructs overlaps the patient's (correlation with the ground truth measured 0.78),
-  and re-rendering it reproduces both radiographs (NCC measured 0.86 / 0.94)."""
+  body it reconstructs overlaps the patient's (correlation with the ground truth measured 0.79),
+  and re-rendering it reproduces both radiographs (NCC measured 0.85 / 0.94)."""
   import os
   import subprocess
   import sys
@@ -91,13 +91,13 @@ def test_reconstruct_without_workdir_uses_the_shipped_model(tmp_path):
   assert np.corrcoef(pred.ravel(), truth[:, ::-1].ravel())[0, 1] < 0.5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known limitation of the shipped 32^3 model (2000 CPU steps): it recovers the body and soft "
-    "tissue but not the spine; its few >250 HU voxels lie anterior. strict: passing means the "
-    "limitation is gone and this mark must go (see the model card)."))
 def test_shipped_model_puts_the_spine_midline_and_posterior(tmp_path):
   """The bundled example pair through the default (no --workdir) path: the bone the model
-  reconstructs must lie where the patient's spine is, near the midline and behind the isocentre."""
+  reconstructs (> 250 HU) must be the spine's, near the midline and behind the isocentre where
+  the patient's spine is. The spine region is the truth's bone within 40 mm of the midline and
+  posterior of the isocentre (the iliac wings and ribs lie outside it). Measured for the shipped
+  model: 129 bone voxels, 79 % of them in that region, centred 13 mm / 7 mm (x / y) from the
+  truth's spine; the previous model put its 47 bone voxels 6 cm anterior, none in the region."""
   import nibabel as nib
   from cvaa_jax import make_example
   ex = tmp_path / "example"
@@ -105,18 +105,15 @@ def test_shipped_model_puts_the_spine_midline_and_posterior(tmp_path):
   iso = np.asarray(info["isocentre_mm_ras"])
   rec = reconstruct.Reconstructor()
   assert "shipped with cvaa_jax" in rec.model
-  result = reconstruct.reconstruct_pair(rec, ex / "frontal.dcm", ex / "lateral.dcm",
-                                        tmp_path / "ct.nii.gz", png=False,
-                                        flags_by_view={v: {} for v in ("frontal", "lateral")},
-                                        iso=iso)
-  img = nib.load(str(tmp_path / "ct.nii.gz"))
-  hu = img.get_fdata()
-  world = lambda mask: np.argwhere(mask) @ img.affine[:3, :3].T + img.affine[:3, 3]
-  bone = world(hu > 250)
+  reconstruct.reconstruct_pair(rec, ex / "frontal.dcm", ex / "lateral.dcm", tmp_path / "ct.nii.gz",
+                               png=False, flags_by_view={v: {} for v in ("frontal", "lateral")},
+                               iso=iso)
+  img, truth = nib.load(str(tmp_path / "ct.nii.gz")), nib.load(str(ex / "ground_truth.nii.gz"))
+  np.testing.assert_allclose(img.affine, truth.affine, atol=1e-3)  # same grid: compare in place
+  to_iso = lambda mask: np.argwhere(mask) @ img.affine[:3, :3].T + img.affine[:3, 3] - iso
+  in_spine_region = lambda w: (np.abs(w[:, 0]) < 40) & (w[:, 1] < 0)  # RAS: x right-left, y back-front
+  bone, t_bone = to_iso(img.get_fdata() > 250), to_iso(truth.get_fdata() > 250)
   assert len(bone) > 20, "no bone reconstructed"
-  truth = nib.load(str(ex / "ground_truth.nii.gz"))
-  t_bone = np.argwhere(truth.get_fdata() > 250) @ truth.affine[:3, :3].T + truth.affine[:3, 3]
-  centre, t_centre = bone.mean(0), t_bone.mean(0)
-  assert abs(centre[0] - iso[0]) < 20, centre  # midline (x: right-left)
-  assert centre[1] < iso[1] - 15, (centre, iso)  # posterior of the isocentre (y: anterior)
-  np.testing.assert_allclose(centre[:2], t_centre[:2], atol=20)
+  spine, t_spine = bone[in_spine_region(bone)], t_bone[in_spine_region(t_bone)]
+  assert len(spine) > 0.5 * len(bone), f"only {len(spine)} of {len(bone)} bone voxels in the spine region"
+  np.testing.assert_allclose(spine[:, :2].mean(0), t_spine[:, :2].mean(0), atol=16)  # two voxels

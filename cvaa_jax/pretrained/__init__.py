@@ -23,7 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT = HERE / "real32"
 WEIGHTS = "weights.npz"
 # sha256 of DEFAULT / WEIGHTS; update together with the file (python -m cvaa_jax.pretrained --hash).
-SHA256 = "530a661a5c0142ad0b5077f2b42e1e2cd43363361d40c35fe7fa207ae59d1ad3"
+SHA256 = "2641711e9c092ee3272838450c8567bd735f9be4d9c9c8966a9f461e4426f57e"
 
 
 def is_model_dir(path: str | pathlib.Path) -> bool:
