@@ -8,14 +8,14 @@ elastic displacement, HU gain / offset / noise. No left-right mirroring (it chan
 situs). 30 % of the samples are procedural phantoms, 15 % in `cpu32` (their spine and implants are
 always in view; benchmarks/real_anatomy.py compares real-only, mixed and phantom-only). Views are
 rendered per sample with a randomised geometry, so the model takes AP/PA, left/right lateral, cone
-or parallel.
+or parallel. Bone voxels weigh 5x in the voxel loss (`train.w_bone`; measured at 32^3, where it
+put the spine where it is).
 
 Sized for 2 CPU cores: a slim CVAA-GAN (levels 3, 4 channels at full resolution) at batch 2 runs
 about 3.4 s per step there (benchmarks/RESULTS.md), so the 2000 steps take about 2 hours; the run
 resumes from its workdir, so it can be continued across sessions (raise --config.train.num_steps
 to train longer). Variant `cpu32` is the same recipe at 32^3 x 8 mm, 2000 steps (half an hour on
-2 cores), 15 % phantoms, bone voxels weighted 5x in the voxel loss (`train.w_bone`): the shipped
-model's recipe (cvaa_jax/pretrained/real32/README.md). Without the bone weight it beat the mean
+2 cores), 15 % phantoms: the shipped model's recipe (cvaa_jax/pretrained/real32/README.md). Without the bone weight it beat the mean
 volume in PSNR on all 8 real patients held out in turn, where real-only lost on the abdomen and
 30 % cost the chests' bone Dice (benchmarks/RESULTS.md); the bone weight doubled the held-out
 chests' bone Dice and put the spine where it is.
@@ -67,6 +67,11 @@ def get_config(variant: str = ""):
   m.upsample = "resize"
 
   t = c.train
+  # Bone voxels (> 150 HU) weigh 5x in the squared error (train/losses.py:bone_mse). Without it
+  # both grids blurred the spine into soft tissue (this preset at 1100 steps as much as cpu32);
+  # with it cpu32 places the spine (benchmarks/RESULTS.md, "Bone-weighted voxel loss"). Measured
+  # at 32^3; at 64^3 not yet.
+  t.w_bone = 40.0
   t.batch_size = 2
   t.num_steps = 2000
   t.learning_rate = 5e-4
@@ -86,10 +91,6 @@ def get_config(variant: str = ""):
     m.max_channels = 32
     m.attn_kernel = 5
     c.data.phantom_share = 0.15
-    # Bone voxels (> 150 HU) weigh 5x in the squared error: without it the 8 mm model blurred the
-    # spine into soft tissue; with it the shipped model places the spine (benchmarks/RESULTS.md,
-    # "Bone-weighted voxel loss"). Measured at 32^3 only.
-    t.w_bone = 40.0
     t.batch_size = 4
     t.num_steps = 2000
     t.learning_rate = 1e-3
