@@ -14,11 +14,11 @@ put the spine where it is).
 Sized for 2 CPU cores: a slim CVAA-GAN (levels 3, 4 channels at full resolution) at batch 2 runs
 about 3.4 s per step there (benchmarks/RESULTS.md), so the 2000 steps take about 2 hours; the run
 resumes from its workdir, so it can be continued across sessions (raise --config.train.num_steps
-to train longer). Variant `cpu32` is the same recipe at 32^3 x 8 mm, 2000 steps (half an hour on
-2 cores), 15 % phantoms: the shipped model's recipe (cvaa_jax/pretrained/real32/README.md). Without the bone weight it beat the mean
-volume in PSNR on all 8 real patients held out in turn, where real-only lost on the abdomen and
-30 % cost the chests' bone Dice (benchmarks/RESULTS.md); the bone weight doubled the held-out
-chests' bone Dice and put the spine where it is.
+to train longer). Variant `cpu32` is the same recipe at 32^3 x 8 mm, 2000 steps (half an hour
+on 2 cores), 15 % phantoms: the shipped model's recipe (cvaa_jax/pretrained/real32/README.md).
+With 30 % phantoms and without the bone weight, 2000 steps beat the mean volume in PSNR on all 8
+real patients held out in turn, where real-only lost on the abdomen (benchmarks/RESULTS.md); the
+bone weight doubled the held-out chests' bone Dice and put the spine where it is.
 """
 
 from cvaa_jax.config import base_config
