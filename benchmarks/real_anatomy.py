@@ -7,8 +7,8 @@ The real patients (configs/real64.py's layout: top-level NIfTIs, slabs and non-c
 left out) are dealt round-robin into `--folds` folds; each fold is held out of training once, so
 every patient is scored by models that never saw it. Per fold, with the same recipe and steps:
   real-only  few-CT augmentation on the other folds' CTs (data.phantom_share 0)
-  mixed      the same plus procedural phantoms (the variant's data.phantom_share: cpu32 0.15,
-             the 64^3 preset 0.3; `--set data.phantom_share=...` changes it)
+  mixed      the same plus procedural phantoms (the variant's data.phantom_share, 0.3 in both
+             presets; `--set data.phantom_share=...` changes it)
   mixed+mirror  mixed with left-right mirroring of half the real samples (situs inversus anatomy;
              only with --methods including it)
 and once for all folds: phantoms-only (the same model trained on phantoms, no real anatomy). The
@@ -73,7 +73,7 @@ def make_config(variant, ct_dir, steps, test_cases=(), phantom_share=None, phant
                 mirror_prob=0.0, overrides=()):
   """One run's config: the variant's recipe, the method's settings, then `overrides` (`--set`).
 
-  `phantom_share` None keeps the variant's own share (cpu32: 0.15, the shipped recipe). The
+  `phantom_share` None keeps the variant's own share (configs/real64.py: 0.3 in both). The
   overrides are applied LAST, so an explicit `--set data.phantom_share=...` is what runs: applied
   first, as before 2026-12-05, the method's hard-coded 0.3 replaced it without a word, and the
   "15 %" leave-one-out runs of 2026-12-03/04 trained at 30 % (benchmarks/RESULTS.md)."""

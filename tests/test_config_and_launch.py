@@ -96,7 +96,7 @@ def test_config_help_prints_the_resolved_config_and_runs_nothing(tmp_path):
   r = _launch("--config=configs/real64.py:cpu32", f"--config.data.ct_dir={tmp_path}",
               "--config.augment.rotate_deg=7.5", "--config_help", f"--workdir={tmp_path / 'w'}")
   assert r.returncode == 0, r.stderr[-2000:]
-  assert "rotate_deg: 7.5" in r.stdout and "phantom_share: 0.15" in r.stdout
+  assert "rotate_deg: 7.5" in r.stdout and "phantom_share: 0.3" in r.stdout
   assert not (tmp_path / "w").exists()
   bad = _launch("--config=configs/real64.py:cpu32", f"--config.data.ct_dir={tmp_path}",
                 "--config.augment.rotate_deg=90.0", "--config_help")

@@ -23,7 +23,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT = HERE / "real32"
 WEIGHTS = "weights.npz"
 # sha256 of DEFAULT / WEIGHTS; update together with the file (python -m cvaa_jax.pretrained --hash).
-SHA256 = "2641711e9c092ee3272838450c8567bd735f9be4d9c9c8966a9f461e4426f57e"
+SHA256 = "17cb540243632a9b7d4ff9891c46422b887cb5d586d3914bfed07b9fef6732e9"
 
 
 def is_model_dir(path: str | pathlib.Path) -> bool:
