@@ -2,11 +2,11 @@
 saw (the non-commercial scans: evaluation only, nothing trained on them ships).
 
   python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant cpu32] [--steps 2000]
-      [--phantom_share 0.3] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
+      [--phantom_share F] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
       [--set model.upsample=resize ...] [--eval_only]
 
 The defaults are the shipped model's recipe (configs/real64.py:cpu32: 2000 steps, 30 % phantoms,
-bone voxels weighted 5x).
+bone voxels weighted 5x); the phantom share is the preset's own unless --phantom_share is given.
 
 The recipe is benchmarks/real_anatomy.py's (configs/real64.py), with all folds' patients in
 training. Held-out scores use the same code as the leave-one-patient-out table: model grid and the
@@ -37,7 +37,8 @@ def main():
   ap.add_argument("--external", default="noncommercial", help="folder under --ct_dir: held out")
   ap.add_argument("--variant", default="cpu32")
   ap.add_argument("--steps", type=int, default=2000)
-  ap.add_argument("--phantom_share", type=float, default=0.3)
+  ap.add_argument("--phantom_share", type=float, default=None,
+                  help="share of phantom samples (default: the preset's own)")
   ap.add_argument("--workdir", default=str(ROOT / "runs" / "ship_real32"))
   ap.add_argument("--out", default=str(pretrained.DEFAULT))
   ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))
