@@ -41,7 +41,10 @@ def main():
                   help="share of phantom samples (default: the preset's own)")
   ap.add_argument("--workdir", default=str(ROOT / "runs" / "ship_real32"))
   ap.add_argument("--out", default=str(pretrained.DEFAULT))
-  ap.add_argument("--figures", default=str(ROOT / "docs" / "images" / "real_anatomy"))
+  # Outside the repository's tracked tree: the held-out patients are non-commercial scans, so
+  # their slice figures must not be committed.
+  ap.add_argument("--figures", default=str(ROOT / "runs" / "ship_figures"),
+                  help="slice figures of the held-out patients (never commit: non-commercial)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="config override, as in real_anatomy.py (e.g. model.upsample=resize)")
   ap.add_argument("--eval_only", action="store_true",
