@@ -32,6 +32,24 @@ def test_export_load_reconstructs_as_the_run(tiny_workdir, exported):
   np.testing.assert_array_equal(a, b)
 
 
+def test_loading_runs_no_initialiser(tiny_workdir, exported, monkeypatch):
+  """A model folder and a checkpoint supply every value: loading builds the state from shapes only,
+  so `reconstruct` and `evaluate` neither compile nor load the initialiser programs (they were
+  0.5 s of a warm start and ~80 small programs; benchmarks/RESULTS.md, "Warm start")."""
+  from cvaa_jax import config as config_lib, models
+  from cvaa_jax.train import loop
+
+  def no_init(*_, **__):
+    raise AssertionError("an initialiser ran while loading trained values")
+  monkeypatch.setattr(models, "create", no_init)
+  out, _ = exported
+  _, _, params = pretrained.load(out)
+  _, restored, _ = loop.restore_for_inference(config_lib.load_run_config(tiny_workdir), tiny_workdir)
+  flat = dict(pretrained._flatten(params))  # pylint: disable=protected-access
+  for name, value in pretrained._flatten(restored):  # pylint: disable=protected-access
+    np.testing.assert_array_equal(np.asarray(value), flat[name])
+
+
 def test_mismatched_weights_fail_with_the_parameter_name(exported, tmp_path):
   out, _ = exported
   with np.load(out / pretrained.WEIGHTS) as z:

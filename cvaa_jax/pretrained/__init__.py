@@ -88,7 +88,7 @@ def load(path: str | pathlib.Path = DEFAULT):
     raise CvaaError(f"{path}: no shipped model here (config.json + {WEIGHTS}); reinstall the "
                     "package, or pass --workdir=<a trained run>.")
   config = config_lib.load_run_config(path)
-  scfg, state = loop.build(config, total_steps=1)
+  scfg, state = loop.build(config, total_steps=1, abstract=True)  # shapes only: no initialiser run
   try:
     with np.load(path / WEIGHTS) as z:
       arrays = {k: z[k] for k in z.files}

@@ -196,8 +196,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
-  scfg, host_state = build(config, total)
-  state = jax.device_put(host_state, replicated)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
+  start = ckpt.latest_step()
+  # Resuming: the checkpoint supplies every value, so the state is built from shapes only (no
+  # initialiser programs to compile or load: 0.5 s of a warm start, more cold).
+  scfg, state = build(config, total, abstract=start is not None)
+  if start is None:
+    state = jax.device_put(state, replicated)
   keys = ("volume", "frontal", "lateral") if all(
       c.xray_paths for c in cases if c.split == "train") else ("volume",)
   step_fn = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b),
@@ -211,9 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                 augment=augment.from_config(config),
                                 phantom_share=config.data.phantom_share)
   data_iter = iter(data)
-  ckpt = ckpt_lib.Checkpointer(workdir, keep=t.keep_checkpoints)
   config_dict = json.loads(config.to_json_best_effort())
-  start = ckpt.latest_step()
   if start is not None and start > total:
     ckpt.close()
     raise ConfigError(f"{workdir / 'checkpoints'}: the run is at step {start}, beyond the "
@@ -328,7 +331,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | path
                           which: str = "latest"):
   """(step config, EMA generator parameters, step) from a workdir's 'latest' or 'best' checkpoint."""
   workdir = pathlib.Path(workdir)
-  scfg, state = build(config, total_steps=1)
+  scfg, state = build(config, total_steps=1, abstract=True)  # shapes: the checkpoint has the values
   ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   mgr = ckpt.latest if which == "latest" else ckpt.best
   step = mgr.latest_step() if which == "latest" else mgr.best_step()
