@@ -4,7 +4,8 @@
 
 Runs the user's commands twice each, as separate processes sharing one fresh cache folder
 ($CVAA_JAX_CACHE): the demo training (`launch.py --config=configs/demo.py`, shortened to `--steps`),
-`cvaa_jax.evaluate` on that run, and `cvaa_jax.reconstruct` on the example pair with the shipped
+the same run continued to twice the steps (a resume), `cvaa_jax.evaluate` on that run, and
+`cvaa_jax.reconstruct` on the example pair with the shipped
 model. Each process reports, through a `sitecustomize` hook that listens to JAX's monitoring
 events, the seconds spent in XLA compilation or cache loading (`backend_compile_duration`, which
 covers both), in tracing and lowering to StableHLO, and the cache hits. Prints a markdown table.
@@ -93,6 +94,12 @@ def main(argv=None) -> int:
                              f"--workdir={work}", f"--config.train.num_steps={a.steps}",
                              f"--config.train.eval_every={a.steps}",
                              f"--config.train.checkpoint_every={a.steps}"],
+        # The same run continued (twice the steps): restores instead of initialising.
+        "launch.py (demo, resumed)": [py, str(ROOT / "launch.py"),
+                                      "--config=" + str(ROOT / "configs/demo.py"),
+                                      f"--workdir={work}", f"--config.train.num_steps={2 * a.steps}",
+                                      f"--config.train.eval_every={2 * a.steps}",
+                                      f"--config.train.checkpoint_every={a.steps}"],
         "evaluate": [py, "-m", "cvaa_jax.evaluate", f"--workdir={work}", "--which=latest",
                      f"--out={tmp / f'eval_{attempt}'}"],
         "reconstruct (shipped model)": [py, "-m", "cvaa_jax.reconstruct",

@@ -205,8 +205,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state = jax.device_put(state, replicated)
   keys = ("volume", "frontal", "lateral") if all(
       c.xray_paths for c in cases if c.split == "train") else ("volume",)
-  step_fn = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b),
-                    in_shardings=(replicated, {k: data_sharding for k in keys}),
+  # The learning-rate decay's steps enter as arguments: one compiled step serves any run length,
+  # so continuing a run with more steps loads it from the compilation cache.
+  schedule = jax.device_put(tuple(np.int32(v) for v in step_lib.decay_schedule(total,
+                                                                              t.decay_start)),
+                            replicated)
+  step_fn = jax.jit(lambda s, b, r: step_lib.train_step(scfg, s, b, r),
+                    in_shardings=(replicated, {k: data_sharding for k in keys}, replicated),
                     out_shardings=(replicated, replicated), donate_argnums=0)
   predict_fn = jax.jit(lambda p, v, f=None, l=None: step_lib.predict(scfg, p, v, f, l))
 
@@ -241,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # first cross-process collective and times out if a peer is still compiling.
     first = next(data_iter)
     batch = {k: jax.make_array_from_process_local_data(data_sharding, first[k]) for k in keys}
-    step_fn = step_fn.lower(state, batch).compile()
+    step_fn = step_fn.lower(state, batch, schedule).compile()
     distributed.barrier(f"compiled {start}")
     pending = [first]
   else:
@@ -250,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     for step in range(start, total):
       local = pending.pop() if pending else next(data_iter)
       batch = {k: jax.make_array_from_process_local_data(data_sharding, local[k]) for k in keys}
-      state, m = step_fn(state, batch)
+      state, m = step_fn(state, batch, schedule)
       done = step + 1
       fault_point("step", done)
       if done % t.log_every == 0 or done == total:

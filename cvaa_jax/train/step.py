@@ -138,8 +138,12 @@ def _norm(tree) -> jax.Array:
   return optax.global_norm(tree)
 
 
-def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, dict]:
-  """One D update then one G update on the same generated volumes; returns (state, metrics)."""
+def train_step(cfg: StepConfig, state: TrainState, batch, schedule=None
+               ) -> tuple[TrainState, dict]:
+  """One D update then one G update on the same generated volumes; returns (state, metrics).
+  `schedule`: the learning-rate decay's (start, length) as arrays (`decay_schedule`), so that the
+  compiled step does not depend on the run's length; None: the optimisers' own."""
+  opt_args = {} if schedule is None else {"schedule": schedule}
   key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   volume = batch["volume"]
   geometry = None
@@ -164,7 +168,7 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
 
   (d_total, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
       state.d_params)
-  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params)
+  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params, **opt_args)
   d_params = optax.apply_updates(state.d_params, d_updates)
 
   # Generator: fool the updated D, match the voxels and the three orthogonal projections.
@@ -186,7 +190,7 @@ def train_step(cfg: StepConfig, state: TrainState, batch) -> tuple[TrainState, d
   (g_total, (g_adv, g_recon, g_proj, g_window, g_bone)), dfake = jax.value_and_grad(
       g_loss_fn, has_aux=True)(fake)
   (g_grads,) = g_vjp(dfake)
-  g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params)
+  g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params, **opt_args)
   g_params = optax.apply_updates(state.g_params, g_updates)
   # EMA with warm-up (decay grows towards ema_decay), so short runs are not dominated by the init.
   decay = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))
@@ -215,14 +219,38 @@ def predict(cfg: StepConfig, params, volume: jax.Array, frontal=None, lateral=No
   return g_apply(cfg, params, frontal, lateral, geometry)[0]
 
 
+def decay_schedule(total_steps: int, decay_start: float) -> tuple[int, int]:
+  """(first decaying step, decay length) of `make_optimizer`'s schedule: the train step's
+  `schedule` argument."""
+  start = int(total_steps * decay_start)
+  return start, max(total_steps - start, 0)
+
+
 def make_optimizer(learning_rate: float, b1: float, b2: float, total_steps: int,
                    decay_start: float) -> optax.GradientTransformation:
-  """Adam with a constant rate, decaying linearly to 0 over the last (1 - decay_start) of training."""
-  start = int(total_steps * decay_start)
-  if start >= total_steps:
-    schedule: Callable | float = learning_rate
-  else:
-    schedule = optax.join_schedules(
-        [optax.constant_schedule(learning_rate),
-         optax.linear_schedule(learning_rate, 0.0, total_steps - start)], [start])
-  return optax.adam(schedule, b1=b1, b2=b2)
+  """Adam with a constant rate, decaying linearly to 0 over the last (1 - decay_start) of training.
+
+  The decay's steps are an argument of the update (`schedule=(start, length)`, int32 arrays), so
+  the compiled train step does not depend on the run's length: a run continued with more steps,
+  or runs of different lengths, reuse one executable. Without it the update uses `total_steps`.
+  The rates equal optax's join of a constant and a linear schedule bit for bit, and the state is
+  the same (Adam's, then the schedule's count), so earlier checkpoints restore."""
+  start, length = decay_schedule(total_steps, decay_start)
+  if length == 0:
+    return optax.adam(learning_rate, b1=b1, b2=b2)
+
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, *, schedule=None):
+    del params
+    begin, steps = (start, length) if schedule is None else schedule
+    count = state.count
+    linear = learning_rate * (1 - jnp.clip(count - begin, 0, steps) / steps)
+    rate = jnp.where(count < begin, learning_rate, linear)
+    updates = jax.tree.map(lambda g: jnp.array(-rate, dtype=g.dtype) * g, updates)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(count))
+
+  return optax.chain(optax.scale_by_adam(b1=b1, b2=b2),
+                     optax.GradientTransformationExtraArgs(init, update))
