@@ -47,8 +47,7 @@ def evaluate_run(workdir: pathlib.Path, which: str, split: str, x2ct_range, case
   """Per-case metrics (dicts), case ids and predictions of one run."""
   from cvaa_jax.train import loop, step as step_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load_run_config(workdir)
-  if which == "best" and not (workdir / "best").is_dir():
-    which = "latest"
+  which = loop.resolve_which(workdir, which)
   scfg, params, step = loop.restore_for_inference(config, workdir, which)
   cases = cases if cases is not None else dataset.load_index(workdir / "data")
   if not any(c.split == split for c in cases):

@@ -189,8 +189,7 @@ class Reconstructor:
                     f"{pretrained.sha256(path / pretrained.WEIGHTS)[:12]}")
     else:
       self.config = config_lib.load_run_config(workdir)
-      if which == "best" and not (path / "best").is_dir():
-        which = "latest"
+      which = loop.resolve_which(workdir, which)
       self.scfg, self.params, self.step = loop.restore_for_inference(self.config, workdir, which)
       self.model = f"{workdir} ({which} checkpoint, step {self.step})"
     self.size = self.config.data.size

@@ -115,6 +115,32 @@ def test_mismatched_pair_and_wrong_workdir(tmp_path, workdir):
     reconstruct.Reconstructor(other, "latest")
 
 
+def test_reading_a_run_takes_latest_without_best_and_leaves_unfinished_writes(workdir, tmp_path):
+  """A run without a validation split (configs/real64.py) has an empty best/: the default
+  --which=best falls back to the latest checkpoint and says so (it used to fail with 'no
+  checkpoint; train first'). Reading a workdir while a training writes to it must not delete
+  that training's checkpoint in flight (an unfinished, temporary step folder): a writer's start
+  does, a reader's must not."""
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  assert (run / "best").is_dir() and not any((run / "best").iterdir())  # as real64 leaves it
+  in_flight = run / "checkpoints" / "7.orbax-checkpoint-tmp"
+  shutil.copytree(run / "checkpoints" / "1", in_flight)
+  rec = reconstruct.Reconstructor(run)  # which="best"
+  assert "latest checkpoint, step 1" in rec.model
+  name, step, *_ = evaluate.evaluate_run(run, "best", "test", (0.0, 2500.0))
+  assert step == 1
+  assert in_flight.is_dir(), "a reader deleted a checkpoint write in flight"
+  import time
+  writer = checkpoint.Checkpointer(run, keep=1)  # a training's start cleans it up (in the
+  for _ in range(100):                            # background)
+    if not in_flight.exists():
+      break
+    time.sleep(0.05)
+  writer.close()
+  assert not in_flight.exists()
+
+
 def test_evaluator_puts_runs_in_one_table_and_figure(workdir, tmp_path):
   second = tmp_path / "second_run"
   shutil.copytree(workdir, second)

@@ -48,18 +48,24 @@ def _oserror(e: BaseException) -> OSError | None:
 
 
 class Checkpointer:
-  def __init__(self, workdir: pathlib.Path, keep: int, best_metric: str = "val/mae"):
-    self.workdir = pathlib.Path(workdir)
+  def __init__(self, workdir: pathlib.Path, keep: int, best_metric: str = "val/mae",
+               reader: bool = False):
+    """`reader`: for evaluate / reconstruct / export, which may run while a training writes to
+    the same workdir: nothing is created, and unfinished (temporary) checkpoints are left alone,
+    where a writer deletes them on start (they would be the running training's write in flight)."""
+    workdir = pathlib.Path(workdir)
+    self.workdir = workdir
     self.best_metric = best_metric
+    writer = not reader
     self.latest = ocp.CheckpointManager(
         (workdir / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
-                                             cleanup_tmp_directories=True, create=True))
+                                             cleanup_tmp_directories=writer, create=writer))
     self.best = ocp.CheckpointManager(
         (workdir / "best").absolute(),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, best_fn=lambda m: m[best_metric], best_mode="min",
-            enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True,
+            enable_async_checkpointing=True, cleanup_tmp_directories=writer, create=writer,
             # Its own barrier names: both managers may write the same step at once, and in a
             # multi-process run their cross-process barriers are keyed by the step.
             multiprocessing_options=ocp.options.MultiprocessingOptions(

@@ -332,12 +332,31 @@ def _final_report(config, workdir, scfg, state, cases, predict_fn, primary=True,
           "steps": int(state.step)}
 
 
+def resolve_which(workdir: str | pathlib.Path, which: str, ckpt=None) -> str:
+  """`which`, or 'latest' where 'best' is asked for and best/ holds no checkpoint: a run without a
+  validation split (e.g. configs/real64.py) keeps its EMA model and writes no best/."""
+  if which != "best":
+    return which
+  own = ckpt is None
+  ckpt = ckpt or ckpt_lib.Checkpointer(pathlib.Path(workdir), keep=1, reader=True)
+  try:
+    if ckpt.best.best_step() is None and ckpt.latest.latest_step() is not None:
+      logging.warning("%s: no best/ checkpoint (no validation split); using the latest one.",
+                      workdir)
+      return "latest"
+    return which
+  finally:
+    if own:
+      ckpt.close()
+
+
 def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                           which: str = "latest"):
   """(step config, EMA generator parameters, step) from a workdir's 'latest' or 'best' checkpoint."""
   workdir = pathlib.Path(workdir)
   scfg, state = build(config, total_steps=1, abstract=True)  # shapes: the checkpoint has the values
-  ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints, reader=True)
+  which = resolve_which(workdir, which, ckpt)
   mgr = ckpt.latest if which == "latest" else ckpt.best
   step = mgr.latest_step() if which == "latest" else mgr.best_step()
   if step is None:
