@@ -1,12 +1,13 @@
 """Trains the shipped model on every usable real CT, exports it, and scores it on patients it never
 saw (the non-commercial scans: evaluation only, nothing trained on them ships).
 
-  python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant cpu32] [--steps 2000]
-      [--phantom_share F] [--workdir runs/ship_real32] [--out cvaa_jax/pretrained/real32]
+  python benchmarks/ship_model.py --ct_dir ../shared/data/ct [--variant ""] [--steps 2000]
+      [--phantom_share F] [--workdir runs/ship_real64] [--out cvaa_jax/pretrained/real64]
       [--set model.upsample=resize ...] [--eval_only]
 
-The defaults are the shipped model's recipe (configs/real64.py:cpu32: 2000 steps, 30 % phantoms,
-bone voxels weighted 5x); the phantom share is the preset's own unless --phantom_share is given.
+The defaults are the shipped model's recipe (configs/real64.py, 64^3 x 4 mm: 2000 steps, 30 %
+phantoms, bone voxels weighted 5x; `--variant cpu32` is the 32^3 recipe shipped until 2026-12-06);
+the phantom share is the preset's own unless --phantom_share is given.
 
 The recipe is benchmarks/real_anatomy.py's (configs/real64.py), with all folds' patients in
 training. Held-out scores use the same code as the leave-one-patient-out table: model grid and the
@@ -35,11 +36,11 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--ct_dir", default=str(ROOT.parent / "shared" / "data" / "ct"))
   ap.add_argument("--external", default="noncommercial", help="folder under --ct_dir: held out")
-  ap.add_argument("--variant", default="cpu32")
+  ap.add_argument("--variant", default="", help="configs/real64.py variant ('' or cpu32)")
   ap.add_argument("--steps", type=int, default=2000)
   ap.add_argument("--phantom_share", type=float, default=None,
                   help="share of phantom samples (default: the preset's own)")
-  ap.add_argument("--workdir", default=str(ROOT / "runs" / "ship_real32"))
+  ap.add_argument("--workdir", default=str(ROOT / "runs" / "ship_real64"))
   ap.add_argument("--out", default=str(pretrained.DEFAULT))
   # Outside the repository's tracked tree: the held-out patients are non-commercial scans, so
   # their slice figures must not be committed.

@@ -12,14 +12,14 @@ or parallel. Bone voxels weigh 5x in the voxel loss (`train.w_bone`; measured at
 put the spine where it is).
 
 Sized for 2 CPU cores: a slim CVAA-GAN (levels 3, 4 channels at full resolution) at batch 2 runs
-1.1-3.4 s per step there (benchmarks/RESULTS.md), so the 2000 steps take 40 min to 2 hours (and beat
-the mean volume on three never-seen chests in PSNR and bone Dice); the run resumes from its workdir,
-so it can be continued across sessions (raise --config.train.num_steps to train longer). Variant
-`cpu32` is the same recipe at 32^3 x 8 mm, 2000 steps (half an hour on 2 cores): the shipped model's
-recipe (cvaa_jax/pretrained/real32/README.md). Held out in turn, all 8 real patients are
-reconstructed better than by the mean volume in PSNR (both frames) and bone Dice in their own
-frames, 7 of 8 in bone Dice on the model grid; 15 % phantoms missed 3 of 8 there, among them the one
-abdomen (benchmarks/RESULTS.md, "The shipped recipe, leave-one-out").
+1.1-3.4 s per step there (benchmarks/RESULTS.md), so the 2000 steps take 40 min to 2 hours; the
+run resumes from its workdir, so it can be continued across sessions (raise
+--config.train.num_steps to train longer; the compiled step is reused). This preset trained on all
+8 shared patients is the shipped model (cvaa_jax/pretrained/real64/README.md); held out in turn,
+every one of them is reconstructed better than by the mean volume in PSNR and bone Dice
+(benchmarks/RESULTS.md, "The 64^3 preset, leave-one-out"). Variant `cpu32` is the same recipe at
+32^3 x 8 mm (half an hour on 2 cores; the model shipped until 2026-12-06), which missed the mean
+volume's grid bone Dice on one of the 8.
 """
 
 from cvaa_jax.config import base_config

@@ -97,7 +97,7 @@ PNG (geometry as flags):
 2-D NIfTI (detector positions give the isocentre):
   python -m cvaa_jax.reconstruct --frontal={out}/frontal.nii.gz --lateral={out}/lateral.nii.gz \\
       --out=recon.nii.gz
-Without --workdir the shipped model is used (cvaa_jax/pretrained/real32; this patient was among
+Without --workdir the shipped model is used (cvaa_jax/pretrained/real64; this patient was among
 its training scans, so this shows the path works, not how well it generalises). --workdir=runs/demo
 uses the demo model, or any folder launch.py trained in.
 Compare the result with ground_truth.nii.gz.

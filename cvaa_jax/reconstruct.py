@@ -15,7 +15,7 @@ the central rays of two located 2-D NIfTI detectors meet, else the world origin 
 which). `reconstruct_report.json` records every geometry value with its source, and a
 projection-consistency score per view (no ground truth needed).
 
-Without --workdir the shipped model is used (cvaa_jax/pretrained/real32: its README is the model
+Without --workdir the shipped model is used (cvaa_jax/pretrained/real64: its README is the model
 card); the first line printed names the model. A folder of pairs holds one sub-folder per case with two images whose names start with
 'frontal'/'ap'/'pa' and 'lateral'/'lat'.
 """

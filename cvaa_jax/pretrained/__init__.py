@@ -6,7 +6,7 @@ README.md model card. `export` writes one from a trained workdir; `load` rebuild
 `config.json` and fills in the arrays, checking every name and shape, so a folder and the code that
 reads it cannot silently disagree. `SHA256` pins the shipped file (tests/test_pretrained.py).
 
-  python -m cvaa_jax.pretrained --workdir=runs/real --out=cvaa_jax/pretrained/real32
+  python -m cvaa_jax.pretrained --workdir=runs/real --out=cvaa_jax/pretrained/real64
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 from cvaa_jax.errors import CvaaError
 
 HERE = pathlib.Path(__file__).resolve().parent
-DEFAULT = HERE / "real32"
+DEFAULT = HERE / "real64"
 WEIGHTS = "weights.npz"
 # sha256 of DEFAULT / WEIGHTS; update together with the file (python -m cvaa_jax.pretrained --hash).
-SHA256 = "17cb540243632a9b7d4ff9891c46422b887cb5d586d3914bfed07b9fef6732e9"
+SHA256 = "9705ce6968efa5a1ef9e263395b48650791bd7b5461dc7c86ba4dd00946e26e0"
 
 
 def is_model_dir(path: str | pathlib.Path) -> bool:
