@@ -14,7 +14,7 @@ shard_map's checks would average twice).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax
