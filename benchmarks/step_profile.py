@@ -1,7 +1,7 @@
 """Where one GAN train step's time goes: a `jax.profiler` trace of one step, per-op times summed
 by kind, with XLA's FLOPs and the rate for the convolutions.
 
-  python benchmarks/step_profile.py [--model cvaa_gan-cvaa] [--size 64] [--batch 1] [--top 12]
+  python benchmarks/step_profile.py [--model cvaa_gan-cvaa] [--size 64] [--batch 1] [--microbatch 0] [--top 12]
 
 The step is `benchmarks/train_step.py`'s (paper widths, whole GAN step). The trace's complete
 events carry the names of the compiled program's operations (on XLA:CPU, `ynn_fusion.N` are the
@@ -75,9 +75,10 @@ def main(argv=None) -> int:
   p.add_argument("--model", default="cvaa_gan-cvaa")
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--batch", type=int, default=1)
+  p.add_argument("--microbatch", type=int, default=0, help="train.microbatch (0: one pass)")
   p.add_argument("--top", type=int, default=12)
   a = p.parse_args(argv)
-  config = train_step.config_for(a.model, a.size, a.batch)
+  config = train_step.config_for(a.model, a.size, a.batch, a.microbatch)
   scfg, state = loop.build(config, 1000)
   step = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b))
   rng = np.random.default_rng(0)

@@ -1,7 +1,8 @@
 """The GAN train step per model, size and batch: time, XLA FLOPs, rate against matmul, memory.
 
   python benchmarks/train_step.py [--models cvaa_gan-cvaa,x2ct_gan,...] [--sizes 64,128]
-      [--batches 1,4] [--steps 3] [--compile_only] [--max_temp_gib 16]
+      [--batches 1,4] [--microbatches 0,1] [--config configs/demo.py] [--steps 3]
+      [--compile_only] [--max_temp_gib 16]
 
 For each combination: the whole step (DRR rendering, G forward/backward, D three passes, Adam for
 both players, EMA) is compiled once, timed over `--steps` calls (median), and reported as seconds
@@ -10,6 +11,10 @@ jit f32 matmul rate (2048^2 x 2048^2), compile time and XLA's memory analysis (t
 arguments). Widths are the paper's (configs/lumbar.py); the published X2CT-GAN has its own.
 A step whose temporaries exceed `--max_temp_gib` is compiled and analysed but not run. Compare
 rates as ratios within one run: the development machines' speed varies.
+
+`--microbatches`: `train.microbatch` values (0: the whole batch in one pass). A micro-batched step
+does the same update with a second generator forward pass, and XLA counts a loop's body once, so
+its GFLOP/step and rate are the one-pass step's FLOPs (the useful work) over its time.
 """
 
 import argparse
@@ -41,9 +46,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / float(np.median(times)) / 1e9
 
 
-def config_for(model: str, size: int, batch: int):
+def config_for(model: str, size: int, batch: int, microbatch: int = 0,
+               base: str = "configs/lumbar.py"):
   root = pathlib.Path(cvaa_jax.__file__).resolve().parents[1]
-  c = sweep.base_config("configs/lumbar.py", root)
+  c = sweep.base_config(base, root)
   name, _, fusion = model.partition("-")
   c.model.name = name
   if fusion:
@@ -52,6 +58,7 @@ def config_for(model: str, size: int, batch: int):
   c.data.size = size
   c.data.spacing_mm = 256.0 / size  # the paper's 256 mm field of view
   c.train.batch_size = batch
+  c.train.microbatch = microbatch
   return c
 
 
@@ -63,8 +70,8 @@ def flops_of(compiled) -> float:
 
 
 def measure(model: str, size: int, batch: int, steps: int, compile_only: bool,
-            max_temp_gib: float) -> dict:
-  config = config_for(model, size, batch)
+            max_temp_gib: float, microbatch: int = 0, base: str = "configs/lumbar.py") -> dict:
+  config = config_for(model, size, batch, microbatch, base)
   scfg, abstract = loop.build(config, 1000, abstract=True)
   vol = jax.ShapeDtypeStruct((batch, size, size, size), jnp.float32)
   step = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b), donate_argnums=0)
@@ -96,6 +103,9 @@ def main(argv=None) -> int:
   p.add_argument("--models", default=",".join(MODELS))
   p.add_argument("--sizes", default="64,128")
   p.add_argument("--batches", default="1,4")
+  p.add_argument("--microbatches", default="0")
+  p.add_argument("--config", default="configs/lumbar.py",
+                 help="base config for the widths (e.g. configs/demo.py); sizes set the grid")
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--compile_only", action="store_true")
   p.add_argument("--max_temp_gib", type=float, default=16.0)
@@ -104,21 +114,35 @@ def main(argv=None) -> int:
   rate = matmul_gflops()
   print(f"{dev.platform} ({dev.device_kind}), {jax.device_count()} device(s); jit f32 matmul "
         f"2048^2: {rate:.1f} GFLOP/s")
-  print("| model | size | batch | s/step | GFLOP/step | GFLOP/s | of matmul rate | compile s "
-        "| temporaries GiB | arguments GiB |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  print("| model | size | batch | micro-batch | s/step | GFLOP/step | GFLOP/s | of matmul rate "
+        "| compile s | temporaries GiB | arguments GiB |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  micros = [int(m) for m in a.microbatches.split(",")]
   for model in a.models.split(","):
     for size in (int(s) for s in a.sizes.split(",")):
       for batch in (int(b) for b in a.batches.split(",")):
-        r = measure(model, size, batch, a.steps, a.compile_only, a.max_temp_gib)
-        if "step_s" in r:
-          gfs = r["gflop"] / r["step_s"]
-          timing = f"{r['step_s']:.3f} | {r['gflop']:.1f} | {gfs:.1f} | {gfs / rate:.0%}"
-        else:
-          timing = f"not run | {r['gflop']:.1f} | – | –"
-        print(f"| {model} | {size}³ | {batch} | {timing} | {r['compile_s']:.0f} | "
-              f"{r['temp_gib']:.2f} | {r['arg_gib']:.3f} |", flush=True)
+        one_pass_gflop = None  # the useful work of a micro-batched step: the one-pass count
+        for micro in sorted({0 if m >= batch else m for m in micros if not batch % max(m, 1)}):
+          r = measure(model, size, batch, a.steps, a.compile_only, a.max_temp_gib, micro,
+                      a.config)
+          if not micro:
+            one_pass_gflop = r["gflop"]
+          else:
+            if one_pass_gflop is None:
+              one_pass_gflop = measure(model, size, batch, 0, True, 0.0, 0, a.config)["gflop"]
+            r["gflop"] = one_pass_gflop
+          _print_row(model, size, batch, micro or batch, r, rate)
   return 0
+
+
+def _print_row(model: str, size: int, batch: int, micro: int, r: dict, rate: float) -> None:
+  if "step_s" in r:
+    gfs = r["gflop"] / r["step_s"]
+    timing = f"{r['step_s']:.3f} | {r['gflop']:.1f} | {gfs:.1f} | {gfs / rate:.0%}"
+  else:
+    timing = f"not run | {r['gflop']:.1f} | – | –"
+  print(f"| {model} | {size}³ | {batch} | {micro} | {timing} | {r['compile_s']:.0f} | "
+        f"{r['temp_gib']:.2f} | {r['arg_gib']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,10 @@ def base_config() -> ml_collections.ConfigDict:
   # level) and per discriminator stage, which lowers the peak; 'generator': one checkpoint around
   # the whole generator (recomputed at once, so it hardly lowers the peak; benchmarks/RESULTS.md).
   c.train.remat = "none"
+  # Samples each device runs through the networks at once; the step accumulates the gradients of
+  # per-device-batch / microbatch such passes (same update, less memory; on CPU also faster, as
+  # XLA:CPU runs batch 1 convolutions at a higher rate). 0: the whole per-device batch at once.
+  c.train.microbatch = 0
   c.train.eval_batch_size = 2
   c.train.distributed = False  # start JAX's multi-process runtime (cvaa_jax/distributed.py)
   c.train.coordinator_address = ""  # host:port of process 0; empty: from the cluster environment
@@ -248,7 +252,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0 <= given[name] <= 1:
       raise ConfigError(f"config.{name}: must lie in [0, 1], got {given[name]}.")
   for name in ("augment.rotate_deg", "augment.elastic_mm", "augment.hu_offset",
-               "augment.hu_noise", "train.w_window", "train.w_bone"):
+               "augment.hu_noise", "train.w_window", "train.w_bone", "train.microbatch"):
     if given[name] < 0:
       raise ConfigError(f"config.{name}: must be >= 0, got {given[name]}.")
   window = tuple(cfg.train.window_hu)

@@ -73,11 +73,21 @@ def build(config: ml_collections.ConfigDict, total_steps: int, abstract: bool = 
       intensity_gamma=config.drr.intensity_gamma, remat=t.remat == "generator",
       sid_range=tuple(float(x) for x in config.drr.sid_range),
       parallel_share=config.drr.parallel_share,
-      opposite_side_share=config.drr.opposite_side_share)
+      opposite_side_share=config.drr.opposite_side_share,
+      accum_steps=accum_steps(config))
   init = lambda g, d: step_lib.init_state(scfg, g, d, config.seed)
   args = (g_params.to_pure_dict(), d_params.to_pure_dict())
   state = jax.eval_shape(init, *args) if abstract else init(*args)
   return scfg, state
+
+
+def accum_steps(config: ml_collections.ConfigDict) -> int:
+  """Micro-batches per train step: the per-device batch over `train.microbatch` (1 when 0)."""
+  t = config.train
+  per_device = t.batch_size // jax.device_count()
+  if not t.microbatch or t.microbatch >= per_device:
+    return 1
+  return per_device // t.microbatch
 
 
 def fault_point(point: str, step: int) -> None:
@@ -184,6 +194,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if t.batch_size % jax.device_count():
     raise ConfigError(f"config.train.batch_size ({t.batch_size}) must be divisible by the "
                       f"{jax.device_count()} devices.")
+  per_device = t.batch_size // jax.device_count()
+  if t.microbatch and per_device % t.microbatch:
+    raise ConfigError(f"config.train.microbatch ({t.microbatch}) must divide the per-device batch "
+                      f"({t.batch_size} over {jax.device_count()} devices = {per_device}); use a "
+                      "divisor of it, or 0 for the whole batch at once.")
+  if accum_steps(config) > 1:
+    logging.info("micro-batches of %d per device: %d passes per step, gradients accumulated "
+                 "(%s loop)", t.microbatch, accum_steps(config), step_lib.accumulation_form())
   if n_train < t.batch_size // jax.process_count():
     raise ConfigError(f"config.train.batch_size ({t.batch_size}) exceeds the {n_train} training "
                       "cases; lower it or add data.")

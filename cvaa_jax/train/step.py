@@ -63,6 +63,8 @@ class StepConfig:
   intensity_gain: float = 0.0
   intensity_gamma: float = 0.0
   remat: bool = False
+  accum_steps: int = 1  # micro-batches per step, run one after another (config train.microbatch)
+  accum_form: str = "auto"  # how they run: 'scan', 'unrolled', 'auto' (accumulation_form)
   sid_range: tuple = (0.0, 0.0)  # per-sample geometry (config.drr); all off: the views' fixed one
   parallel_share: float = 0.0
   opposite_side_share: float = 0.0
@@ -138,58 +140,158 @@ def _norm(tree) -> jax.Array:
   return optax.global_norm(tree)
 
 
+def _d_loss(cfg: StepConfig, d_params, x: dict, fake: jax.Array):
+  """LSGAN discriminator loss: real -> 1, fake -> 0 (the generated volume held fixed)."""
+  real_s = d_apply(cfg, d_params, x["frontal"], x["lateral"], x["volume"], x.get("geometry"))
+  fake_s = d_apply(cfg, d_params, x["frontal"], x["lateral"], jax.lax.stop_gradient(fake),
+                   x.get("geometry"))
+  real_l, fake_l = losses.lsgan_d(real_s, fake_s)
+  return 0.5 * (real_l + fake_l), (real_l, fake_l)
+
+
+def _g_loss(cfg: StepConfig, d_params, x: dict, fake_volume: jax.Array):
+  """Generator loss: fool D, match the voxels and the three orthogonal projections."""
+  volume = x["volume"]
+  adv = losses.lsgan_g(d_apply(cfg, d_params, x["frontal"], x["lateral"], fake_volume,
+                               x.get("geometry")))
+  recon = losses.voxel_mse(fake_volume, volume)
+  proj = losses.projection_l1(fake_volume, volume)
+  total = cfg.w_adv * adv + cfg.w_recon * recon + cfg.w_proj * proj
+  to_unit = lambda hu: (hu - cfg.hu_min) / (cfg.hu_max - cfg.hu_min)
+  window = bone = jnp.zeros((), total.dtype)
+  if cfg.w_window:
+    window = losses.window_l1(fake_volume, volume, *(to_unit(h) for h in cfg.window_hu))
+    total = total + cfg.w_window * window
+  if cfg.w_bone:
+    bone = losses.bone_mse(fake_volume, volume, to_unit(cfg.bone_hu))
+    total = total + cfg.w_bone * bone
+  return total, (adv, recon, proj, window, bone)
+
+
+def _generator(cfg: StepConfig, x: dict):
+  gen = lambda p: g_apply(cfg, p, x["frontal"], x["lateral"], x.get("geometry"))[0]
+  return jax.checkpoint(gen) if cfg.remat else gen
+
+
+def split_micro(tree, k: int):
+  """(B, ...) leaves -> (k, B/k, ...): micro-batch j holds samples j, j + k, j + 2k, ...
+
+  With the batch sharded over 'data' in contiguous blocks of B/D samples, this takes the same
+  number of samples from every device's block, so each device works on its own samples (the
+  reshape and transpose are local; no batch data moves between devices)."""
+  return jax.tree.map(
+      lambda a: jnp.swapaxes(a.reshape((a.shape[0] // k, k) + a.shape[1:]), 0, 1), tree)
+
+
+def _grads_and_losses(cfg: StepConfig, state: TrainState, x: dict, opt_args: dict):
+  """The D update then the G gradients on the whole batch at once (accum_steps == 1)."""
+  fake, g_vjp = jax.vjp(_generator(cfg, x), state.g_params)
+  (d_total, d_aux), d_grads = jax.value_and_grad(
+      lambda p: _d_loss(cfg, p, x, fake), has_aux=True)(state.d_params)
+  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params, **opt_args)
+  d_params = optax.apply_updates(state.d_params, d_updates)
+  (g_total, g_aux), dfake = jax.value_and_grad(
+      lambda f: _g_loss(cfg, d_params, x, f), has_aux=True)(fake)
+  (g_grads,) = g_vjp(dfake)
+  return d_params, d_opt, d_grads, (d_total, d_aux), g_grads, (g_total, g_aux)
+
+
+def accumulation_form(form: str = "auto") -> str:
+  """How micro-batches run one after another: 'scan' (a `lax.scan` loop) or 'unrolled' (one copy
+  per micro-batch, each fenced after the previous one). 'auto': 'unrolled' on CPU, 'scan'
+  elsewhere.
+
+  XLA:CPU leaves the convolutions inside a loop body in layouts its fast kernels do not take
+  (`cvaa_gan-add` at 32^3: 9.3 s per step against 0.66 s unrolled), and its buffer assignment
+  does not reuse the passes' memory when unrolled (XLA's memory analysis: no lower than one
+  pass; benchmarks/RESULTS.md). So on CPU micro-batching buys speed, where the 64^3 one-pass step
+  outgrows the caches, and the loop that lowers the memory peak is the accelerators' form."""
+  if form == "auto":
+    return "unrolled" if jax.default_backend() == "cpu" else "scan"
+  if form not in ("scan", "unrolled"):
+    raise ValueError(f"accumulation form {form!r}: use 'auto', 'scan' or 'unrolled'")
+  return form
+
+
+def _sequential(body, carry, xs, k: int, form: str):
+  """`lax.scan(body, carry, xs)` over the k micro-batches in the given `accumulation_form`.
+
+  Unrolled, XLA could run the passes side by side; the optimisation barrier hands pass j its
+  inputs only together with pass j - 1's carry, so the passes run in order."""
+  if accumulation_form(form) == "scan":
+    return jax.lax.scan(body, carry, xs)
+  outs = []
+  for j in range(k):
+    carry, xj = jax.lax.optimization_barrier((carry, jax.tree.map(lambda a, j=j: a[j], xs)))
+    carry, out = body(carry, xj)
+    outs.append(out)
+  return carry, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+
+def _grads_and_losses_accumulated(cfg: StepConfig, state: TrainState, x: dict, opt_args: dict):
+  """The same update from `cfg.accum_steps` micro-batches, one after another (`_sequential`).
+
+  Every loss is a mean over the batch and every layer works per sample (instance norm), so the
+  mean of the micro-batches' gradients is the whole batch's gradient (equal up to float
+  summation order; tested). D's update needs every sample's generated volume and G's gradient
+  needs the updated D, so the generator runs forward twice: once per micro-batch for D's pass
+  and again, with its backward pass, for G's (about a third more generator FLOPs, like remat).
+  In the 'scan' form only one micro-batch's activations are alive at a time."""
+  k = cfg.accum_steps
+  micro = split_micro(x, k)
+  mean = lambda tree: jax.tree.map(lambda a: a / k, tree)
+  add = lambda a, b: jax.tree.map(jnp.add, a, b)
+
+  def d_micro(acc, xj):
+    fake = _generator(cfg, xj)(state.g_params)
+    (total, aux), grads = jax.value_and_grad(
+        lambda p: _d_loss(cfg, p, xj, fake), has_aux=True)(state.d_params)
+    return add(acc, grads), (total, aux)
+
+  zeros_d = jax.tree.map(jnp.zeros_like, state.d_params)
+  d_grads, d_losses = _sequential(d_micro, zeros_d, micro, k, cfg.accum_form)
+  d_grads = mean(d_grads)
+  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params, **opt_args)
+  d_params = optax.apply_updates(state.d_params, d_updates)
+
+  def g_micro(acc, xj):
+    fake, g_vjp = jax.vjp(_generator(cfg, xj), state.g_params)
+    (total, aux), dfake = jax.value_and_grad(
+        lambda f: _g_loss(cfg, d_params, xj, f), has_aux=True)(fake)
+    (grads,) = g_vjp(dfake)
+    return add(acc, grads), (total, aux)
+
+  zeros_g = jax.tree.map(jnp.zeros_like, state.g_params)
+  g_grads, g_losses = _sequential(g_micro, zeros_g, micro, k, cfg.accum_form)
+  mean_losses = lambda tree: jax.tree.map(lambda a: jnp.mean(a, axis=0), tree)
+  return (d_params, d_opt, d_grads, mean_losses(d_losses), mean(g_grads),
+          mean_losses(g_losses))
+
+
 def train_step(cfg: StepConfig, state: TrainState, batch, schedule=None
                ) -> tuple[TrainState, dict]:
   """One D update then one G update on the same generated volumes; returns (state, metrics).
   `schedule`: the learning-rate decay's (start, length) as arrays (`decay_schedule`), so that the
-  compiled step does not depend on the run's length; None: the optimisers' own."""
+  compiled step does not depend on the run's length; None: the optimisers' own.
+
+  The views (and their noise, geometry draws) are rendered for the whole batch first, so a
+  micro-batched step (`cfg.accum_steps` > 1) sees exactly the same inputs as the one-pass step."""
   opt_args = {} if schedule is None else {"schedule": schedule}
   key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   volume = batch["volume"]
-  geometry = None
+  x = {"volume": volume}
   if "frontal" in batch:  # the user's own paired images
-    frontal, lateral = batch["frontal"], batch["lateral"]
+    x["frontal"], x["lateral"] = batch["frontal"], batch["lateral"]
   else:
+    geometry = None
     if cfg.random_geometry:
-      geometry = sample_geometry(cfg, jax.random.fold_in(key, 30), volume.shape[0])
-    frontal, lateral = render_views(cfg, volume, key, geometry)
+      geometry = x["geometry"] = sample_geometry(cfg, jax.random.fold_in(key, 30),
+                                                 volume.shape[0])
+    x["frontal"], x["lateral"] = render_views(cfg, volume, key, geometry)
 
-  gen = (lambda p: g_apply(cfg, p, frontal, lateral, geometry)[0])
-  if cfg.remat:
-    gen = jax.checkpoint(gen)
-  fake, g_vjp = jax.vjp(gen, state.g_params)
-
-  # Discriminator: real -> 1, fake -> 0 (generated volume held fixed).
-  def d_loss_fn(d_params):
-    real_s = d_apply(cfg, d_params, frontal, lateral, volume, geometry)
-    fake_s = d_apply(cfg, d_params, frontal, lateral, jax.lax.stop_gradient(fake), geometry)
-    real_l, fake_l = losses.lsgan_d(real_s, fake_s)
-    return 0.5 * (real_l + fake_l), (real_l, fake_l)
-
-  (d_total, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-      state.d_params)
-  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params, **opt_args)
-  d_params = optax.apply_updates(state.d_params, d_updates)
-
-  # Generator: fool the updated D, match the voxels and the three orthogonal projections.
-  def g_loss_fn(fake_volume):
-    adv = losses.lsgan_g(d_apply(cfg, d_params, frontal, lateral, fake_volume, geometry))
-    recon = losses.voxel_mse(fake_volume, volume)
-    proj = losses.projection_l1(fake_volume, volume)
-    total = cfg.w_adv * adv + cfg.w_recon * recon + cfg.w_proj * proj
-    to_unit = lambda hu: (hu - cfg.hu_min) / (cfg.hu_max - cfg.hu_min)
-    window = bone = jnp.zeros((), total.dtype)
-    if cfg.w_window:
-      window = losses.window_l1(fake_volume, volume, *(to_unit(h) for h in cfg.window_hu))
-      total = total + cfg.w_window * window
-    if cfg.w_bone:
-      bone = losses.bone_mse(fake_volume, volume, to_unit(cfg.bone_hu))
-      total = total + cfg.w_bone * bone
-    return total, (adv, recon, proj, window, bone)
-
-  (g_total, (g_adv, g_recon, g_proj, g_window, g_bone)), dfake = jax.value_and_grad(
-      g_loss_fn, has_aux=True)(fake)
-  (g_grads,) = g_vjp(dfake)
+  fn = _grads_and_losses if cfg.accum_steps == 1 else _grads_and_losses_accumulated
+  d_params, d_opt, d_grads, (d_total, (d_real, d_fake)), g_grads, (
+      g_total, (g_adv, g_recon, g_proj, g_window, g_bone)) = fn(cfg, state, x, opt_args)
   g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params, **opt_args)
   g_params = optax.apply_updates(state.g_params, g_updates)
   # EMA with warm-up (decay grows towards ema_decay), so short runs are not dominated by the init.

@@ -1,6 +1,7 @@
 """Run as a subprocess with 4 fake CPU devices: the train step on a 4-device 'data' mesh equals the
 1-device step on the same global batch (pmap semantics: replicated state, gradients averaged)."""
 
+import dataclasses
 import os
 import sys
 
@@ -66,6 +67,7 @@ def main():
     raise AssertionError("non-finite loss not caught")
   except loop.NonFiniteError as e:
     assert "at step 1" in str(e), e
+  _micro_batches_stay_on_their_devices(vols)
   if len(sys.argv) > 1:  # a checkpoint written from 4 devices, for the 1-device restore test
     import json  # pylint: disable=g-import-not-at-top
     import pathlib  # pylint: disable=g-import-not-at-top
@@ -81,6 +83,41 @@ def main():
     ckpt.close()
     np.savez(work / "ema.npz", *[np.asarray(x) for x in jax.tree.leaves(state.ema_params)])
   print("MULTIDEVICE OK")
+
+
+def _micro_batches_stay_on_their_devices(vols):
+  """Global batch 8 on 4 devices in micro-batches of 1 per device (2 accumulated passes) equals
+  the one-pass step on one device, and moves no batch data between devices (no all-gather or
+  all-to-all in the compiled program: only the gradients' all-reduce)."""
+  batch = np.concatenate([vols, vols[::-1] * 0.9])
+  results = []
+  for devices, micro, form in ((jax.devices()[:1], 0, "auto"), (jax.devices(), 1, "unrolled"),
+                               (jax.devices(), 1, "scan")):
+    config = lumbar.get_config("tiny")
+    config.train.batch_size, config.train.microbatch = 8, micro
+    scfg, host_state = loop.build(config, total_steps=10)
+    assert scfg.accum_steps == (2 if micro else 1)
+    scfg = dataclasses.replace(scfg, accum_form=form)
+    mesh = Mesh(np.array(devices), ("data",))
+    repl, data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    fn = jax.jit(lambda s, b, scfg=scfg: step_lib.train_step(scfg, s, b),
+                 in_shardings=(repl, {"volume": data}), out_shardings=(repl, repl))
+    args = (jax.device_put(host_state, repl), {"volume": jax.device_put(batch, data)})
+    if micro:
+      hlo = fn.lower(*args).compile().as_text()
+      assert " all-gather(" not in hlo and " all-to-all(" not in hlo, "batch moved between devices"
+      assert " all-reduce(" in hlo
+    state, metrics = fn(*args)
+    results.append(jax.device_get((state.g_params, state.d_params, metrics)))
+  (g1, d1, m1) = results[0]
+  lr = lumbar.get_config("tiny").train.learning_rate
+  for g4, d4, m4 in results[1:]:
+    for k in m1:
+      np.testing.assert_allclose(m4[k], m1[k], rtol=1e-4, err_msg=k)
+    leaves = list(zip(jax.tree.leaves((g1, d1)), jax.tree.leaves((g4, d4))))
+    for a, b in leaves:
+      np.testing.assert_allclose(a, b, atol=2.01 * lr)
+    assert np.mean(np.concatenate([np.abs(a - b).ravel() for a, b in leaves]) < 1e-6) > 0.95
 
 
 if __name__ == "__main__":
