@@ -111,8 +111,17 @@ def test_mismatched_pair_and_wrong_workdir(tmp_path, workdir):
   cfg = json.loads((other / "config.json").read_text())
   cfg["model"]["base_channels_3d"] = 6  # a checkpoint of another model config
   (other / "config.json").write_text(json.dumps(cfg))
-  with pytest.raises(CvaaError, match="does not match the model"):
+  # Named from the checkpoint's metadata, before any array is read.
+  with pytest.raises(CvaaError, match=r"does not match the model .*: g_params/\S+ is "
+                                      r"float32\[[\d, ]+\] in the checkpoint, float32\[[\d, ]+\]"):
     reconstruct.Reconstructor(other, "latest")
+  # From the command line: that one line only. A restore that failed part-way used to leave
+  # Orbax's reads running, which printed 'Event loop is closed' tracebacks at exit.
+  r = subprocess.run([sys.executable, "-m", "cvaa_jax.evaluate", f"--workdir={other}",
+                      f"--out={tmp_path / 'eval'}"], cwd=ROOT, capture_output=True, text=True,
+                     timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+  err = [line for line in r.stderr.strip().splitlines() if not line.startswith(("W", "I"))]
+  assert r.returncode == 2 and len(err) == 1 and "does not match the model" in err[0], r.stderr
 
 
 def test_reading_a_run_takes_latest_without_best_and_leaves_unfinished_writes(workdir, tmp_path):

@@ -136,6 +136,38 @@ class Checkpointer:
     self.best.close()
 
 
+def _path_names(path) -> tuple[str, ...]:
+  return tuple(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def first_mismatch(step_dir: pathlib.Path, abstract_state: Any) -> str | None:
+  """The first leaf whose saved shape or dtype differs from `abstract_state`'s (or that one side
+  lacks), as text; None when they agree or the saved metadata cannot be read.
+
+  Checked from the checkpoint's metadata before restoring: a restore that fails part-way leaves
+  Orbax's array reads running, which print 'Event loop is closed' tracebacks at exit under the
+  clear error."""
+  try:
+    meta = ocp.PyTreeCheckpointHandler().metadata(pathlib.Path(step_dir) / "state")
+    meta = getattr(meta, "tree", meta)
+    saved = {_path_names(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(meta)[0]}
+  except Exception:  # pylint: disable=broad-except  # no metadata: let the restore decide
+    return None
+  wanted = {_path_names(p): leaf
+            for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+  for name, leaf in wanted.items():
+    got = saved.get(name)
+    label = "/".join(name)
+    if got is None:
+      return f"{label} is missing from the checkpoint"
+    if tuple(got.shape) != tuple(leaf.shape) or np.dtype(got.dtype) != np.dtype(leaf.dtype):
+      return (f"{label} is {np.dtype(got.dtype).name}{list(got.shape)} in the checkpoint, "
+              f"{np.dtype(leaf.dtype).name}{list(leaf.shape)} for this config")
+  extra = sorted(set(saved) - set(wanted))
+  return f"{'/'.join(extra[0])} is in the checkpoint but not in this config's model" if extra \
+      else None
+
+
 def abstract_like(tree: Any, sharding=None) -> Any:
   """ShapeDtypeStructs (with a sharding) describing `tree`, the target Orbax restores into."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)

@@ -381,6 +381,12 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | path
     raise CvaaError(f"{workdir / ('checkpoints' if which == 'latest' else 'best')}: no checkpoint; "
                     "train first (python launch.py --config=... --workdir=...).")
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  mismatch = ckpt_lib.first_mismatch(mgr.directory / str(step), state)
+  if mismatch:
+    ckpt.close()
+    raise CvaaError(f"{workdir}: its checkpoint (step {step}) does not match the model its "
+                    f"config.json describes: {mismatch}. The workdir's files were mixed: restore "
+                    "config.json or retrain.")
   try:
     # Onto this process's first device, whatever device count wrote the checkpoint.
     one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
