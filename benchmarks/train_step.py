@@ -2,7 +2,7 @@
 
   python benchmarks/train_step.py [--models cvaa_gan-cvaa,x2ct_gan,...] [--sizes 64,128]
       [--batches 1,4] [--microbatches 0,1] [--config configs/demo.py] [--steps 3]
-      [--compile_only] [--max_temp_gib 16]
+      [--variants base,train.remat=blocks,model.dtype=bfloat16] [--compile_only] [--max_temp_gib 16]
 
 For each combination: the whole step (DRR rendering, G forward/backward, D three passes, Adam for
 both players, EMA) is compiled once, timed over `--steps` calls (median), and reported as seconds
@@ -15,6 +15,10 @@ rates as ratios within one run: the development machines' speed varies.
 `--microbatches`: `train.microbatch` values (0: the whole batch in one pass). A micro-batched step
 does the same update with a second generator forward pass, and XLA counts a loop's body once, so
 its GFLOP/step and rate are the one-pass step's FLOPs (the useful work) over its time.
+
+`--variants`: config overrides to compare in the same run, each 'key=value' ('+'-joined for
+several; 'base' for none), e.g. the memory levers' step time: `train.remat=blocks`,
+`model.dtype=bfloat16`.
 """
 
 import argparse
@@ -47,7 +51,7 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def config_for(model: str, size: int, batch: int, microbatch: int = 0,
-               base: str = "configs/lumbar.py"):
+               base: str = "configs/lumbar.py", variant: str = "base"):
   root = pathlib.Path(cvaa_jax.__file__).resolve().parents[1]
   c = sweep.base_config(base, root)
   name, _, fusion = model.partition("-")
@@ -59,6 +63,12 @@ def config_for(model: str, size: int, batch: int, microbatch: int = 0,
   c.data.spacing_mm = 256.0 / size  # the paper's 256 mm field of view
   c.train.batch_size = batch
   c.train.microbatch = microbatch
+  for item in variant.split("+"):
+    if item != "base":
+      key, _, value = item.partition("=")
+      section, field = key.split(".")
+      old = c[section][field]
+      c[section][field] = type(old)(value) if not isinstance(old, bool) else value == "True"
   return c
 
 
@@ -70,8 +80,9 @@ def flops_of(compiled) -> float:
 
 
 def measure(model: str, size: int, batch: int, steps: int, compile_only: bool,
-            max_temp_gib: float, microbatch: int = 0, base: str = "configs/lumbar.py") -> dict:
-  config = config_for(model, size, batch, microbatch, base)
+            max_temp_gib: float, microbatch: int = 0, base: str = "configs/lumbar.py",
+            variant: str = "base") -> dict:
+  config = config_for(model, size, batch, microbatch, base, variant)
   scfg, abstract = loop.build(config, 1000, abstract=True)
   vol = jax.ShapeDtypeStruct((batch, size, size, size), jnp.float32)
   step = jax.jit(lambda s, b: step_lib.train_step(scfg, s, b), donate_argnums=0)
@@ -104,6 +115,7 @@ def main(argv=None) -> int:
   p.add_argument("--sizes", default="64,128")
   p.add_argument("--batches", default="1,4")
   p.add_argument("--microbatches", default="0")
+  p.add_argument("--variants", default="base", help="comma-separated config overrides")
   p.add_argument("--config", default="configs/lumbar.py",
                  help="base config for the widths (e.g. configs/demo.py); sizes set the grid")
   p.add_argument("--steps", type=int, default=3)
@@ -114,24 +126,25 @@ def main(argv=None) -> int:
   rate = matmul_gflops()
   print(f"{dev.platform} ({dev.device_kind}), {jax.device_count()} device(s); jit f32 matmul "
         f"2048^2: {rate:.1f} GFLOP/s")
-  print("| model | size | batch | micro-batch | s/step | GFLOP/step | GFLOP/s | of matmul rate "
-        "| compile s | temporaries GiB | arguments GiB |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+  print("| model | variant | size | batch | micro-batch | s/step | GFLOP/step | GFLOP/s "
+        "| of matmul rate | compile s | temporaries GiB | arguments GiB |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   micros = [int(m) for m in a.microbatches.split(",")]
-  for model in a.models.split(","):
+  for model, variant in ((m, v) for m in a.models.split(",") for v in a.variants.split(",")):
     for size in (int(s) for s in a.sizes.split(",")):
       for batch in (int(b) for b in a.batches.split(",")):
         one_pass_gflop = None  # the useful work of a micro-batched step: the one-pass count
         for micro in sorted({0 if m >= batch else m for m in micros if not batch % max(m, 1)}):
           r = measure(model, size, batch, a.steps, a.compile_only, a.max_temp_gib, micro,
-                      a.config)
+                      a.config, variant)
           if not micro:
             one_pass_gflop = r["gflop"]
           else:
             if one_pass_gflop is None:
-              one_pass_gflop = measure(model, size, batch, 0, True, 0.0, 0, a.config)["gflop"]
+              one_pass_gflop = measure(model, size, batch, 0, True, 0.0, 0, a.config,
+                                       variant)["gflop"]
             r["gflop"] = one_pass_gflop
-          _print_row(model, size, batch, micro or batch, r, rate)
+          _print_row(f"{model} | {variant}", size, batch, micro or batch, r, rate)
   return 0
 
 
