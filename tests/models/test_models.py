@@ -244,3 +244,22 @@ def test_conv3d_of_concatenation_parts_equals_conv_of_the_concatenation():
     g = jax.grad(lambda ps: jnp.sum(conv(ps) ** 2))(parts)
     g_ref = jax.grad(lambda x: jnp.sum(conv(x) ** 2))(jnp.concatenate(parts, -1))
     np.testing.assert_allclose(jnp.concatenate(g, -1), g_ref, rtol=1e-4, atol=1e-3)
+
+
+def test_initialiser_draws_are_the_same_without_loops():
+  """`models.create` lowers its random draws as straight-line code (faster to load from the
+  compilation cache); the initial weights must be bit-identical to JAX's default lowering, and
+  the restored default must be in place afterwards."""
+  from cvaa_jax.models import registry  # pylint: disable=g-import-not-at-top
+  ctor = models.generator_ctor("cvaa_gan", _cfg(16))
+  fresh = jax.tree.leaves(nnx.split(models.create(ctor, seed=3))[1])
+  reference = jax.tree.leaves(jax.jit(lambda: nnx.split(ctor(nnx.Rngs(3)))[1])())  # JAX's own
+  assert len(fresh) == len(reference) > 10
+  for a, b in zip(fresh, reference):
+    np.testing.assert_array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
+  init = lambda: jax.jit(lambda: nnx.split(ctor(nnx.Rngs(3)))[1]).lower().as_text()
+  with registry._straight_line_threefry() as active:  # pylint: disable=protected-access
+    straight = init()
+  after = init()
+  if jax.default_backend() == "cpu" and active:
+    assert "while" not in straight and "while" in after  # loops only inside the block
