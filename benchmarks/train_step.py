@@ -10,7 +10,9 @@ per step, XLA's FLOP count (`cost_analysis`), GFLOP/s, that rate as a fraction o
 jit f32 matmul rate (2048^2 x 2048^2), compile time and XLA's memory analysis (temporaries,
 arguments). Widths are the paper's (configs/lumbar.py); the published X2CT-GAN has its own.
 A step whose temporaries exceed `--max_temp_gib` is compiled and analysed but not run. Compare
-rates as ratios within one run: the development machines' speed varies.
+rates as ratios within one run: the development machines' speed varies. On an accelerator the
+last column is the allocator's peak since the process started (it only grows: run one
+configuration per process for each one's own peak, as `benchmarks/gpu_session.sh` does).
 
 `--microbatches`: `train.microbatch` values (0: the whole batch in one pass). A micro-batched step
 does the same update with a second generator forward pass, and XLA counts a loop's body once, so
@@ -106,6 +108,9 @@ def measure(model: str, size: int, batch: int, steps: int, compile_only: bool,
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   row["step_s"] = float(np.median(times))
+  stats = jax.devices()[0].memory_stats()  # accelerators: the allocator's peak so far (None on CPU)
+  if stats and "peak_bytes_in_use" in stats:
+    row["peak_gib"] = stats["peak_bytes_in_use"] / 2 ** 30
   return row
 
 
@@ -116,6 +121,8 @@ def main(argv=None) -> int:
   p.add_argument("--batches", default="1,4")
   p.add_argument("--microbatches", default="0")
   p.add_argument("--variants", default="base", help="comma-separated config overrides")
+  p.add_argument("--no_one_pass_flops", action="store_true",
+                 help="micro-batch rows without the one-pass FLOP count (saves its compile)")
   p.add_argument("--config", default="configs/lumbar.py",
                  help="base config for the widths (e.g. configs/demo.py); sizes set the grid")
   p.add_argument("--steps", type=int, default=3)
@@ -127,8 +134,8 @@ def main(argv=None) -> int:
   print(f"{dev.platform} ({dev.device_kind}), {jax.device_count()} device(s); jit f32 matmul "
         f"2048^2: {rate:.1f} GFLOP/s")
   print("| model | variant | size | batch | micro-batch | s/step | GFLOP/step | GFLOP/s "
-        "| of matmul rate | compile s | temporaries GiB | arguments GiB |")
-  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        "| of matmul rate | compile s | temporaries GiB | arguments GiB | device peak GiB |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
   micros = [int(m) for m in a.microbatches.split(",")]
   for model, variant in ((m, v) for m in a.models.split(",") for v in a.variants.split(",")):
     for size in (int(s) for s in a.sizes.split(",")):
@@ -140,7 +147,7 @@ def main(argv=None) -> int:
           if not micro:
             one_pass_gflop = r["gflop"]
           else:
-            if one_pass_gflop is None:
+            if one_pass_gflop is None and not a.no_one_pass_flops:
               one_pass_gflop = measure(model, size, batch, 0, True, 0.0, 0, a.config,
                                        variant)["gflop"]
             r["gflop"] = one_pass_gflop
@@ -149,13 +156,16 @@ def main(argv=None) -> int:
 
 
 def _print_row(model: str, size: int, batch: int, micro: int, r: dict, rate: float) -> None:
-  if "step_s" in r:
+  if r["gflop"] is None:
+    timing = f"{r['step_s']:.3f} | – | – | –" if "step_s" in r else "not run | – | – | –"
+  elif "step_s" in r:
     gfs = r["gflop"] / r["step_s"]
     timing = f"{r['step_s']:.3f} | {r['gflop']:.1f} | {gfs:.1f} | {gfs / rate:.0%}"
   else:
     timing = f"not run | {r['gflop']:.1f} | – | –"
+  peak = f"{r['peak_gib']:.2f}" if "peak_gib" in r else "–"
   print(f"| {model} | {size}³ | {batch} | {micro} | {timing} | {r['compile_s']:.0f} | "
-        f"{r['temp_gib']:.2f} | {r['arg_gib']:.3f} |", flush=True)
+        f"{r['temp_gib']:.2f} | {r['arg_gib']:.3f} | {peak} |", flush=True)
 
 
 if __name__ == "__main__":
