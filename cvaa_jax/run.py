@@ -20,11 +20,13 @@ from cvaa_jax.data import augment, dataset
 
 
 # Fields a resumed run may change: they extend or reschedule training, or only change how it is
-# logged and fed; every other field is part of the run's identity (model, data, split, losses,
+# logged, fed or computed (remat and micro-batches give the same update, e.g. to resume on a
+# smaller card); every other field is part of the run's identity (model, data, split, losses,
 # optimiser, geometry), and changing it in an existing workdir is refused.
 RESCHEDULE_FIELDS = ("train.num_steps", "train.num_epochs", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.num_workers",
-                     "train.eval_batch_size", "train.distributed", "train.remat", "preview",
+                     "train.eval_batch_size", "train.distributed", "train.remat",
+                     "train.microbatch", "preview",
                      "train.coordinator_address", "train.num_processes", "train.process_id",
                      "train.init_timeout_s", "train.heartbeat_timeout_s")
 

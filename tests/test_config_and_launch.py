@@ -142,6 +142,10 @@ def test_a_workdir_refuses_another_run_and_allows_a_longer_one(tmp_path):
   longer.train.num_steps = 40
   longer.train.eval_every = 7
   assert run_lib.check_identity(longer, work) == ["train.eval_every", "train.num_steps"]
+  # The same update computed in micro-batches (e.g. resuming on a smaller card) is the same run.
+  smaller = lumbar.get_config("tiny")
+  smaller.train.microbatch = 1
+  assert run_lib.check_identity(smaller, work) == ["train.microbatch"]
 
 
 def test_one_or_two_cases_train_without_held_out_data_or_stop_before(tmp_path):
