@@ -187,13 +187,18 @@ def split_micro(tree, k: int):
       lambda a: jnp.swapaxes(a.reshape((a.shape[0] // k, k) + a.shape[1:]), 0, 1), tree)
 
 
+def _update(tx: optax.GradientTransformation, grads, opt_state, params, opt_args: dict):
+  """(new params, new optimiser state) after one step of `tx`."""
+  updates, opt_state = tx.update(grads, opt_state, params, **opt_args)
+  return optax.apply_updates(params, updates), opt_state
+
+
 def _grads_and_losses(cfg: StepConfig, state: TrainState, x: dict, opt_args: dict):
   """The D update then the G gradients on the whole batch at once (accum_steps == 1)."""
   fake, g_vjp = jax.vjp(_generator(cfg, x), state.g_params)
   (d_total, d_aux), d_grads = jax.value_and_grad(
       lambda p: _d_loss(cfg, p, x, fake), has_aux=True)(state.d_params)
-  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params, **opt_args)
-  d_params = optax.apply_updates(state.d_params, d_updates)
+  d_params, d_opt = _update(cfg.d_tx, d_grads, state.d_opt, state.d_params, opt_args)
   (g_total, g_aux), dfake = jax.value_and_grad(
       lambda f: _g_loss(cfg, d_params, x, f), has_aux=True)(fake)
   (g_grads,) = g_vjp(dfake)
@@ -206,7 +211,8 @@ def accumulation_form(form: str = "auto") -> str:
   elsewhere.
 
   XLA:CPU leaves the convolutions inside a loop body in layouts its fast kernels do not take
-  (`cvaa_gan-add` at 32^3: 9.3 s per step against 0.66 s unrolled), and its buffer assignment
+  (`cvaa_gan-add` at 32^3, batch 4 in 4 passes: 9.26 s per step as a loop, 0.63 s unrolled,
+  0.57-0.61 s in one pass), and its buffer assignment
   does not reuse the passes' memory when unrolled (XLA's memory analysis: no lower than one
   pass; benchmarks/RESULTS.md). So on CPU micro-batching buys speed, where the 64^3 one-pass step
   outgrows the caches, and the loop that lowers the memory peak is the accelerators' form."""
@@ -255,8 +261,7 @@ def _grads_and_losses_accumulated(cfg: StepConfig, state: TrainState, x: dict, o
   zeros_d = jax.tree.map(jnp.zeros_like, state.d_params)
   d_grads, d_losses = _sequential(d_micro, zeros_d, micro, k, cfg.accum_form)
   d_grads = mean(d_grads)
-  d_updates, d_opt = cfg.d_tx.update(d_grads, state.d_opt, state.d_params, **opt_args)
-  d_params = optax.apply_updates(state.d_params, d_updates)
+  d_params, d_opt = _update(cfg.d_tx, d_grads, state.d_opt, state.d_params, opt_args)
 
   def g_micro(acc, xj):
     fake, g_vjp = jax.vjp(_generator(cfg, xj), state.g_params)
@@ -296,8 +301,7 @@ def train_step(cfg: StepConfig, state: TrainState, batch, schedule=None
   fn = _grads_and_losses if cfg.accum_steps == 1 else _grads_and_losses_accumulated
   d_params, d_opt, d_grads, (d_total, (d_real, d_fake)), g_grads, (
       g_total, (g_adv, g_recon, g_proj, g_window, g_bone)) = fn(cfg, state, x, opt_args)
-  g_updates, g_opt = cfg.g_tx.update(g_grads, state.g_opt, state.g_params, **opt_args)
-  g_params = optax.apply_updates(state.g_params, g_updates)
+  g_params, g_opt = _update(cfg.g_tx, g_grads, state.g_opt, state.g_params, opt_args)
   # EMA with warm-up (decay grows towards ema_decay), so short runs are not dominated by the init.
   decay = jnp.minimum(cfg.ema_decay, (1.0 + state.step) / (10.0 + state.step))
   ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema_params, g_params)
