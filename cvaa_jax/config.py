@@ -286,16 +286,68 @@ def prepare_workdir(workdir: str | os.PathLike, probe: str = ".write_test") -> p
   return path
 
 
-def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """The resolved config a run saved in `<workdir>/config.json`, validated against the schema."""
+def _checkpoint_configs(workdir: pathlib.Path):
+  """(step folder, config dict) of every checkpoint that holds a readable config, newest first:
+  each checkpoint saves the run's config beside the state (train/checkpoint.py)."""
+  import json  # pylint: disable=g-import-not-at-top
+  found = []
+  for sub in ("checkpoints", "best"):
+    for step_dir in (workdir / sub).glob("*/config/metadata"):
+      step = step_dir.parent.parent
+      if step.name.isdigit():
+        found.append((int(step.name), step))
+  for _, step in sorted(found, key=lambda t: -t[0]):
+    try:
+      saved = json.loads((step / "config" / "metadata").read_text())
+    except (OSError, ValueError):
+      continue
+    if isinstance(saved, dict) and saved:
+      yield step, saved
+
+
+def saved_run_config(workdir: str | os.PathLike) -> tuple[dict | None, str]:
+  """The config dict a run saved and where it came from: `<workdir>/config.json`, or, when that
+  file is missing, empty or not JSON (a kill while it was written), the newest checkpoint's copy.
+  (None, reason) when neither exists."""
   import json  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(workdir) / "config.json"
-  if not path.exists():
-    raise ConfigError(f"{path}: not found; --workdir must be a folder launch.py trained in.")
+  problem = "not found"
+  if path.exists():
+    try:
+      saved = json.loads(path.read_text())
+      if isinstance(saved, dict) and saved:
+        return saved, str(path)
+      problem = "empty"
+    except (OSError, ValueError) as e:
+      problem = f"not valid JSON ({e})"
+  for step, saved in _checkpoint_configs(pathlib.Path(workdir)):
+    return saved, f"{step} (its config.json is {problem})"
+  return None, f"{path}: {problem}"
+
+
+def write_run_config(workdir: str | os.PathLike, text: str) -> bool:
+  """Writes `<workdir>/config.json` only when its content changes, atomically (a temporary file
+  renamed over it), so a kill at this write never leaves it empty. Returns whether it wrote."""
+  path = pathlib.Path(workdir) / "config.json"
   try:
-    saved = json.loads(path.read_text())
-  except ValueError as e:
-    raise ConfigError(f"{path}: not valid JSON ({e}).") from None
+    if path.read_text() == text:
+      return False
+  except (OSError, UnicodeDecodeError):
+    pass
+  tmp = path.with_name(f".config.json.tmp{os.getpid()}")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  return True
+
+
+def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """The resolved config a run saved (`saved_run_config`), validated against the schema."""
+  saved, path = saved_run_config(workdir)
+  if saved is None:
+    raise ConfigError(f"{path}; --workdir must be a folder launch.py trained in.")
   cfg = base_config()
 
   def merge(dst, src, prefix=""):

@@ -66,13 +66,17 @@ def _may_be_input(path: pathlib.Path) -> bool:
 def describe_ct(path: pathlib.Path, check_hu: bool, axcodes: str):
   loaded = io.load_ct(path, check_hu=check_hu, unoriented_axcodes=axcodes)
   stored = "".join(loaded.axcodes)
-  vol = transforms.orientation(loaded, "RAS")
+  vol = transforms.ras(loaded)
   lo, hi = transforms.body_box(vol)
   box = (hi - lo + 1) * vol.spacing
   a = vol.array
   line = (f"CT     {path}: {'x'.join(map(str, a.shape))} voxels, spacing "
           f"{'x'.join(f'{s:.3g}' for s in vol.spacing)} mm, stored {stored}, HU "
           f"{a.min():.0f}..{a.max():.0f}, body box {'x'.join(f'{b:.0f}' for b in box)} mm")
+  oblique = [op for op in vol.history if op["op"] == "to_patient_axes"]
+  if oblique:
+    line += (f"; oblique grid ({oblique[0]['max_axis_angle_deg']:.1f} deg off the patient axes): "
+             "resampled onto them")
   return line, vol
 
 

@@ -57,7 +57,7 @@ def make_example(out: str | pathlib.Path, ct: str | pathlib.Path = BUNDLED_CT, s
     out.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise InputError(f"--out={out}: cannot create the folder ({e.strerror or e}).") from None
-  vol = transforms.orientation(io.load_ct(ct), "RAS")
+  vol = transforms.ras(io.load_ct(ct))
   iso = isocentre(vol)
   spacing, origin = drr.grid_from_affine(vol.affine)
   mu = drr.hu_to_mu(np.asarray(vol.array, np.float32))

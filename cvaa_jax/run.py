@@ -38,14 +38,17 @@ def check_identity(config: ml_collections.ConfigDict, workdir) -> list[str]:
   another run."""
   import pathlib  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(workdir).expanduser() / "config.json"
-  if not path.exists():
+  if not path.exists() and not (path.parent / "checkpoints").is_dir():
     return []
-  try:
-    saved = dict(config_lib._walk(  # pylint: disable=protected-access
-        ml_collections.ConfigDict(json.loads(path.read_text()))))
-  except ValueError:
-    raise config_lib.ConfigError(f"{path}: not valid JSON; this workdir's record is damaged: "
-                                 "use a new --workdir.") from None
+  raw, source = config_lib.saved_run_config(path.parent)
+  if raw is None:
+    if not path.exists():
+      return []  # a folder with no record yet (e.g. a kill before the first write)
+    raise config_lib.ConfigError(f"{source}, and no checkpoint holds a copy; this workdir's record "
+                                 "is damaged: use a new --workdir.")
+  if source != str(path):
+    logging.warning("%s: damaged; its config recovered from checkpoint %s", path, source)
+  saved = dict(config_lib._walk(ml_collections.ConfigDict(raw)))  # pylint: disable=protected-access
   new = dict(config_lib._walk(config))  # pylint: disable=protected-access
   # A field newer than the saved run counts as unchanged while it keeps its default.
   defaults = dict(config_lib._walk(config_lib.base_config()))  # pylint: disable=protected-access
@@ -76,7 +79,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("devices: %s (process %d of %d)", jax.devices(), jax.process_index(),
                jax.process_count())
   if primary:  # one writer for the shared files; the others wait for them
-    (work / "config.json").write_text(config.to_json_best_effort(indent=1))
+    config_lib.write_run_config(work, config.to_json_best_effort(indent=1))
     cases = dataset.prepare(config.data.to_dict(), work / "data", seed=config.seed,
                             log=logging.info, keep_scans=augment.keeps_scans(config))
   distributed.barrier("data prepared")

@@ -118,7 +118,7 @@ def _case_volumes(data_cfg: Mapping[str, Any], seed: int):
 def preprocess_scan(vol: Volume, data_cfg: Mapping[str, Any]) -> tuple[np.ndarray, list, list]:
   """The whole scan on the model's spacing, RAS, windowed to [0, 1], and its body's bounding box
   (first and last voxel): what few-CT augmentation (data/augment.py) cuts training volumes from."""
-  vol = transforms.spacing(transforms.orientation(vol, "RAS"), float(data_cfg["spacing_mm"]))
+  vol = transforms.spacing(transforms.ras(vol), float(data_cfg["spacing_mm"]))
   lo, hi = transforms.body_box(vol, float(data_cfg["body_threshold_hu"]))
   unit = transforms.scale_intensity_range(vol, float(data_cfg["hu_min"]), float(data_cfg["hu_max"]))
   return unit.array.astype(np.float32), [int(v) for v in lo], [int(v) for v in hi]

@@ -103,8 +103,10 @@ def fault_point(point: str, step: int) -> None:
 
 class MetricWriter:
   """JSONL always; TensorBoard event files where tensorboardX is installed. On resume, JSONL lines
-  of steps after the resume point (written before a kill, replayed now) are dropped. Only process
-  0 writes (`enabled`)."""
+  of steps after the resume point (written before a kill, replayed now) are dropped, and the new
+  event file starts with a purge marker at the first replayed step, so TensorBoard hides the
+  earlier files' events from there on (each step is shown once). Only process 0 writes
+  (`enabled`)."""
 
   def __init__(self, workdir: pathlib.Path, resume_step: int = 0, enabled: bool = True):
     self.enabled = enabled
@@ -125,7 +127,9 @@ class MetricWriter:
     self.jsonl = open(path, "a")
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self.tb = SummaryWriter(str(workdir / "tensorboard"))
+      tb_dir = workdir / "tensorboard"
+      earlier = tb_dir.is_dir() and any(tb_dir.iterdir())  # a restart, from a checkpoint or not
+      self.tb = SummaryWriter(str(tb_dir), purge_step=resume_step + 1 if earlier else None)
     except ImportError:
       self.tb = None
 

@@ -1,6 +1,8 @@
 """Preprocessing ops keep world positions, match analytic references, and invert back to HU."""
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from cvaa_jax.data import io, transforms
@@ -135,3 +137,35 @@ def test_model_grid_volume_inverts_onto_the_original_scan():
   err = np.abs(back.array - clipped)[covered]
   assert np.median(err) < 15.0, np.median(err)  # HU; resampling 3 -> 2 -> 3 mm blurs edges only
   assert err.mean() < 40.0, err.mean()
+
+
+def test_an_oblique_grid_is_resampled_to_the_patient_axes():
+  """The same patient stored on a grid rotated 20 degrees about z (and about x, as a gantry tilt
+  would) gives the same model-grid volume as the axis-aligned scan, within interpolation
+  error; without the resampling its voxels landed on the model grid as the unrotated ones did."""
+  from cvaa_jax.data import phantom
+  ph = phantom.lumbar_phantom(2, shape=(48, 48, 40), spacing_mm=6.0, implants=False, noise_hu=0.0)
+  vol = ph.volume.replace(array=ndimage.gaussian_filter(ph.volume.array, 1.0))
+  centre = vol.voxel_to_world((np.asarray(vol.shape) - 1) / 2)
+  ref = transforms.preprocess(vol, spacing_mm=6.0, size=(40, 40, 40)).array
+  for axis, angle in ((2, 20.0), (0, 20.0)):
+    t = np.deg2rad(angle)
+    c, s = np.cos(t), np.sin(t)
+    rot = {2: np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]),
+           0: np.array([[1, 0, 0], [0, c, -s], [0, s, c]])}[axis]
+    about = np.eye(4)
+    about[:3, :3] = rot
+    about[:3, 3] = centre - rot @ centre
+    affine = about @ vol.affine  # the grid rotated in the world about the scan's centre
+    stored = transforms.resample_to_grid(vol, vol.shape, affine, antialias=False)
+    got = transforms.preprocess(stored, spacing_mm=6.0, size=(40, 40, 40))
+    assert nib.aff2axcodes(got.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(got.affine[:3, :3], np.diag([6.0] * 3), atol=1e-9)
+    assert [op["op"] for op in got.history].count("to_patient_axes") == 1
+    inner = (slice(10, 30),) * 3  # the rotation moves the field's corners out of the scan
+    err = np.abs(got.array[inner] - ref[inner]).mean() * 5096
+    unrotated = stored.replace(affine=vol.affine)  # what the old code effectively produced
+    old = transforms.preprocess(unrotated, spacing_mm=6.0, size=(40, 40, 40)).array
+    err_old = np.abs(old[inner] - ref[inner]).mean() * 5096
+    # Measured: 10 / 17 HU (two trilinear resamplings of a 6 mm phantom) against 45 / 86 HU.
+    assert err < 20.0 and err < err_old / 4, (axis, err, err_old)

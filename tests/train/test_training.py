@@ -79,9 +79,14 @@ def test_killed_runs_resume_to_identical_parameters(tmp_path, compile_cache):
   for kill in ("best:3", "eval:6", "save:8", "report:8"):
     killed = _launch(run, compile_cache, steps, CVAA_FAULT_KILL_AT=kill)
     assert killed.returncode == -9, (kill, killed.stderr[-3000:])
+  # A config.json left empty (as a kill during a plain in-place write did) is recovered from the
+  # checkpoint, which holds the run's config; the run then rewrites it (atomically).
+  (run / "config.json").write_text("")
   resumed = _launch(run, compile_cache, steps)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from" in resumed.stdout
+  assert "config recovered from checkpoint" in resumed.stdout + resumed.stderr
+  assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == steps
   for which in ("checkpoints", "best"):
     (s1, a), (s2, b) = _params(tmp_path / "ref", which), _params(run, which)
     assert s1 == s2, which
@@ -92,6 +97,29 @@ def test_killed_runs_resume_to_identical_parameters(tmp_path, compile_cache):
   ref_lines = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
   key = lambda r: (r["step"], tuple(sorted(k for k in r if k != "steps_per_sec")))
   assert sorted(map(key, lines)) == sorted(map(key, ref_lines))
+  # TensorBoard, as it reads the files (each resume's purge marker hides the earlier files' events
+  # from that step on): every step once, the same steps as the uninterrupted run.
+  assert _tensorboard_steps(run) == _tensorboard_steps(tmp_path / "ref")
+
+
+def _tensorboard_steps(work) -> list[tuple[str, int]]:
+  """(tag, step) of every scalar TensorBoard would show, applying purge markers (SessionLog START
+  events) as it does: a START at step s drops the events of step >= s read before it."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  shown = []
+  for path in sorted((work / "tensorboard").iterdir()):  # file names start with the wall time
+    data, pos = path.read_bytes(), 0
+    while pos + 12 <= len(data):
+      (n,) = struct.unpack("<Q", data[pos:pos + 8])
+      ev = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+      pos += 12 + n + 4
+      if ev.HasField("session_log") and ev.session_log.status == event_pb2.SessionLog.START:
+        shown = [(t, s) for t, s in shown if s < ev.step]
+      for v in ev.summary.value:
+        shown.append((v.tag, ev.step))
+  assert len(shown) == len(set(shown)), "a step is shown twice"
+  return sorted(shown)
 
 
 def test_a_full_disk_stops_with_one_line_keeps_the_checkpoint_and_resumes(tmp_path, monkeypatch):
@@ -118,7 +146,9 @@ def test_a_full_disk_stops_with_one_line_keeps_the_checkpoint_and_resumes(tmp_pa
   assert mgr.all_steps() == [2]
   mgr.close()
   monkeypatch.setattr(checkpoint, "free_bytes", lambda path: 10 ** 12)  # space freed
+  written = (work / "config.json").stat().st_mtime_ns
   summary = run_lib.run(config, str(work))
+  assert (work / "config.json").stat().st_mtime_ns == written  # unchanged: not rewritten
   assert summary["train"]["steps"] == 4
   # An OSError the library raises mid-write (ENOSPC) is reported the same way.
   import errno  # pylint: disable=g-import-not-at-top
