@@ -43,6 +43,9 @@ from cvaa_jax.models import projection
 
 FLAGS = flags.FLAGS
 VIEWS = ("frontal", "lateral")
+METHODS = ("gan", "atlas", "hybrid")
+# The default is the method with the best leave-one-patient-out result (benchmarks/atlas_loo.py).
+DEFAULT_METHOD, DEFAULT_REFINE = "hybrid", True
 
 
 def define_flags() -> None:
@@ -57,7 +60,18 @@ def define_flags() -> None:
   flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint to use (EMA generator).")
   flags.DEFINE_enum("domain", "display", ["display", "intensity"],
                     "'display': bright = dense (PACS exports); 'intensity': raw detector signal.")
-  flags.DEFINE_bool("png", True, "Also write a mid-slice PNG.")
+  flags.DEFINE_bool("png", True, "Also write a PNG of mid-slices and bone MIPs.")
+  flags.DEFINE_enum("method", DEFAULT_METHOD, list(METHODS),
+                    "'gan': the network; 'atlas': reference CTs registered to the pair through the "
+                    "DRR renderer and fused; 'hybrid': the network's volume with the atlases' "
+                    "skeleton (default: the best in leave-one-patient-out, benchmarks/RESULTS.md).")
+  flags.DEFINE_bool("refine", DEFAULT_REFINE, "Adjust the volume so its DRRs agree with the two "
+                    "radiographs (test-time consistency, kept near the start); --norefine: off.")
+  flags.DEFINE_string("atlases", None, "Folder of atlases (python -m cvaa_jax.fit.build_atlases); "
+                      "default: the shipped ones (cvaa_jax/fit/atlases).")
+  flags.DEFINE_integer("atlas_k", 3, "How many of the best-matching atlases are fused.")
+  flags.DEFINE_list("exclude_atlases", [], "Atlases to leave out, e.g. the patient the pair was "
+                    "rendered from (make_example renders shipped atlas abdomen_totalseg).")
   flags.DEFINE_string("iso", None, "Isocentre x,y,z in mm (RAS, patient frame) to centre the output on.")
   flags.DEFINE_enum("beam", None, ["cone", "parallel"], "Beam of both views (per view: --frontal_beam).")
   flags.DEFINE_float("sid", None, "Source-isocentre distance of both views, mm.")
@@ -240,21 +254,129 @@ class Reconstructor:
     return transforms.unit_to_hu(vol)
 
 
-def reconstruct_pair(rec: Reconstructor, frontal_path, lateral_path, out_path, domain="display",
-                     png=True, flags_by_view=None, iso=None, prepared: PreparedPair | None = None
-                     ) -> dict:
-  pair = prepared or prepare_pair(frontal_path, lateral_path, rec.reference, flags_by_view, iso,
-                                  domain)
-  t = time.perf_counter()
-  unit, scores = rec(pair.frontal, pair.lateral, pair.geometry)
-  latency = time.perf_counter() - t
+class AtlasFitter:
+  """Fits and fuses the atlases (cvaa_jax.fit) for pairs on one model grid; loads them once."""
+
+  def __init__(self, folder: str | pathlib.Path | None = None, k: int = 3,
+               exclude: tuple[str, ...] = ()):
+    from cvaa_jax.fit import atlas as atlas_lib  # pylint: disable=g-import-not-at-top
+    self.folder = pathlib.Path(folder) if folder else atlas_lib.SHIPPED_DIR
+    if not self.folder.is_dir():
+      raise InputError(f"--atlases={self.folder}: no such folder; build one with python -m "
+                       "cvaa_jax.fit.build_atlases, or leave the flag out for the shipped atlases.")
+    known = atlas_lib.shipped_names(self.folder)
+    unknown = [n for n in exclude if n not in known]
+    if unknown:
+      raise InputError(f"--exclude_atlases: no atlas named {', '.join(unknown)} in {self.folder} "
+                       f"(it has: {', '.join(known)}).")
+    self.atlases = atlas_lib.load_all(self.folder, exclude=tuple(exclude))
+    if k < 1:
+      raise InputError(f"--atlas_k={k}: fuse at least one atlas.")
+    self.k = k
+
+  def __call__(self, pair: "PreparedPair", ref: acquisition.Reference) -> tuple[np.ndarray, dict]:
+    """(fused HU (S, S, S), per-voxel std HU) and what won: the atlases, weights and scores."""
+    from cvaa_jax.fit import fuse, register  # pylint: disable=g-import-not-at-top
+    target = register.Target(np.stack([pair.frontal, pair.lateral]),
+                             tuple(float(g) for g in pair.geometry), ref.fov_mm)
+    shape_to = register.pad_shape(self.atlases)
+    fits = [register.fit_atlas(a, target, shape_to=shape_to) for a in self.atlases]
+    hu, std, chosen = fuse.fuse(fits, self.k)
+    info = {"atlases": [{"name": n, "weight": w} for n, w in chosen],
+            "ranking": [{"name": f.name, "score": f.score, "covered_share": f.covered_share,
+                         "similarity": f.similarity, "seconds": f.seconds}
+                        for f in fuse.rank(fits)]}
+    return hu, std, info
+
+
+def _stem(path: pathlib.Path) -> str:
+  return path.name.replace(".nii.gz", "").replace(".nii", "")
+
+
+def reconstruct_pair(rec: "Reconstructor | None", frontal_path, lateral_path, out_path,
+                     domain="display", png=True, flags_by_view=None, iso=None,
+                     prepared: PreparedPair | None = None, method: str = "gan",
+                     refine: bool = False, fitter: AtlasFitter | None = None,
+                     ref: acquisition.Reference | None = None) -> dict:
+  """Reconstructs one pair with `method` ('gan': the network; 'atlas': fused atlas fits; 'hybrid':
+  the network's volume with the atlases' skeleton, fit/hybrid.py), optionally `refine`d for
+  consistency with the radiographs (fit/refine.py). Writes the CT (HU, RAS), for atlas and hybrid
+  the per-voxel uncertainty (`*_uncertainty.nii.gz`, std in HU, same grid), and a PNG of slices and
+  bone MIPs; returns the report: re-projection agreement per view before and after refinement."""
+  from cvaa_jax.fit import hybrid, refine as refine_lib, register  # pylint: disable=g-import-not-at-top
+  if method not in METHODS:
+    raise InputError(f"--method={method}: use one of {', '.join(METHODS)}.")
+  ref = ref or rec.reference
+  pair = prepared or prepare_pair(frontal_path, lateral_path, ref, flags_by_view, iso, domain)
+  d = (rec.config.data if rec is not None else None)
+  hu_min, hu_max = (d.hu_min, d.hu_max) if d is not None else (-1000.0, 4096.0)
+  span = hu_max - hu_min
+  t_all = time.perf_counter()
+  timing, std, info, scores = {}, None, {}, {}
+  if method in ("gan", "hybrid"):
+    t = time.perf_counter()
+    unit, scores = rec(pair.frontal, pair.lateral, pair.geometry)
+    timing["network_s"] = time.perf_counter() - t
+  if method in ("atlas", "hybrid"):
+    t = time.perf_counter()
+    fitter = fitter or AtlasFitter()
+    atlas_hu, std, info = fitter(pair, ref)
+    timing["atlas_fit_s"] = time.perf_counter() - t
+  target = register.Target(np.stack([pair.frontal, pair.lateral]),
+                           tuple(float(g) for g in pair.geometry), ref.fov_mm)
+  if method == "atlas":
+    unit = np.clip((atlas_hu - hu_min) / span, 0.0, 1.0).astype(np.float32)
+  elif method == "hybrid":
+    atlas_unit = np.clip((atlas_hu - hu_min) / span, 0.0, 1.0)
+    soft = hybrid.choose_soft(refine_lib.agreement(unit, target, hu_min, hu_max),
+                              refine_lib.agreement(atlas_unit, target, hu_min, hu_max))
+    info["soft_tissue_from"] = soft
+    fused_hu = hybrid.combine(unit * span + hu_min, atlas_hu, soft_from=soft)
+    unit = np.clip((fused_hu - hu_min) / span, 0.0, 1.0).astype(np.float32)
+  agreement = {"before_refine": refine_lib.agreement(unit, target, hu_min, hu_max)}
+  if refine:
+    t = time.perf_counter()
+    unit = refine_lib.refine(unit, target, hu_min=hu_min, hu_max=hu_max)
+    timing["refine_s"] = time.perf_counter() - t
+    agreement["after_refine"] = refine_lib.agreement(unit, target, hu_min, hu_max)
+  final = agreement.get("after_refine", agreement["before_refine"])
+  for v in VIEWS:
+    scores[f"{v}_ncc"] = final[v]["ncc"]
+    scores[f"{v}_psnr"] = final[v]["psnr"]
+    scores.setdefault(f"{v}_mae", float("nan"))
+  timing["total_s"] = time.perf_counter() - t_all
   out_path = pathlib.Path(out_path)
-  io.save_nifti(rec.volume(unit, pair.iso), out_path)
+  volume = volume_on_grid(unit, pair.iso, ref, hu_min, hu_max)
+  io.save_nifti(volume, out_path)
+  written = {"ct": str(out_path)}
+  if std is not None:
+    unc = out_path.with_name(_stem(out_path) + "_uncertainty.nii.gz")
+    io.save_nifti(Volume(np.asarray(std, np.float32), volume.affine, source="uncertainty"), unc)
+    written["uncertainty"] = str(unc)
   if png:
-    viz.save_slices_png({"reconstruction": unit}, out_path.with_name(
-        out_path.name.replace(".nii.gz", "").replace(".nii", "") + ".png"), vmax=0.35)
+    fig = out_path.with_name(_stem(out_path) + ".png")
+    viz.save_bone_figure({f"{method}{' + refine' if refine else ''}": unit}, fig,
+                         uncertainty=std, hu_min=hu_min, hu_max=hu_max,
+                         title=f"{_stem(out_path)}: slices (-200..400 HU), bone MIPs (150..1200 HU)")
+    written["png"] = str(fig)
+  model = rec.model if rec is not None else "none (atlas method)"
   return {"frontal": str(frontal_path), "lateral": str(lateral_path), "out": str(out_path),
-          "model": rec.model, "seconds": latency, **scores, "geometry": pair.report}
+          "written": written, "method": method, "refine": refine, "model": model,
+          "seconds": timing["total_s"], "timing": timing, **scores, "reprojection": agreement,
+          **({"atlas_fit": info} if info else {}), "geometry": pair.report}
+
+
+def volume_on_grid(unit: np.ndarray, iso, ref: acquisition.Reference, hu_min: float = -1000.0,
+                   hu_max: float = 4096.0) -> Volume:
+  """A [0, 1] model-grid volume in HU with its RAS affine, centred on the isocentre `iso` (mm)."""
+  sp, origin = projection.grid(ref.size, ref.fov_mm)
+  affine = np.eye(4)
+  affine[:3, :3] = np.diag(sp)
+  affine[:3, 3] = origin + np.asarray(iso, float)
+  vol = Volume(unit, affine, source="reconstruction",
+               history=({"op": "scale_intensity_range", "a_min": hu_min, "a_max": hu_max,
+                         "b_min": 0.0, "b_max": 1.0, "clip": True},))
+  return transforms.unit_to_hu(vol)
 
 
 def main(argv):
@@ -287,14 +409,31 @@ def main(argv):
                        "--workdir=<a trained run>.")
     ref = acquisition.Reference.from_config(config_lib.load_run_config(model_dir))
     prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
-    rec = Reconstructor(FLAGS.workdir, FLAGS.which)
-    print(f"model: {rec.model}")
-    results = [reconstruct_pair(rec, fr, la, out, FLAGS.domain, FLAGS.png, prepared=p)
-               for (fr, la, out), p in zip(jobs, prepared)]
-    for r in results:
-      print(f"{r['out']}: consistency NCC frontal {r['frontal_ncc']:.3f} lateral "
-            f"{r['lateral_ncc']:.3f} (MAE {r['frontal_mae']:.3f} / {r['lateral_mae']:.3f}), "
-            f"{r['seconds']:.2f} s")
+    t_start = time.perf_counter()
+    fitter = AtlasFitter(FLAGS.atlases, FLAGS.atlas_k, tuple(FLAGS.exclude_atlases)) \
+        if FLAGS.method != "gan" else None
+    rec = Reconstructor(FLAGS.workdir, FLAGS.which) if FLAGS.method != "atlas" else None
+    print(f"method: {FLAGS.method}{' + refine' if FLAGS.refine else ''}"
+          + (f"; model: {rec.model}" if rec else "")
+          + (f"; {len(fitter.atlases)} atlases from {fitter.folder}" if fitter else ""))
+    results = []
+    for (fr, la, out), p in zip(jobs, prepared):
+      r = reconstruct_pair(rec, fr, la, out, FLAGS.domain, FLAGS.png, prepared=p,
+                           method=FLAGS.method, refine=FLAGS.refine, fitter=fitter, ref=ref)
+      results.append(r)
+      if "atlas_fit" in r:
+        soft = r["atlas_fit"].get("soft_tissue_from")
+        print(f"{r['out']}: atlases fused: " + ", ".join(
+            f"{a['name']} ({a['weight']:.2f})" for a in r["atlas_fit"]["atlases"])
+            + (f"; soft tissue from the {soft} (better re-projection agreement), bone from both"
+               if soft else ""))
+      agree = r["reprojection"]
+      line = lambda a: " / ".join(f"{a[v]['ncc']:.3f}" for v in VIEWS)
+      print(f"{r['out']}: re-projection NCC frontal / lateral {line(agree['before_refine'])}"
+            + (f" -> {line(agree['after_refine'])} after refinement" if "after_refine" in agree
+               else "") + "; written: " + ", ".join(r["written"].values()))
+    print(f"{len(results)} pair(s) in {time.perf_counter() - t_start:.1f} s wall clock (model "
+          "loading, fitting, writing; the per-step times are in the report)")
     report = pathlib.Path(FLAGS.out if FLAGS.pairs else pathlib.Path(FLAGS.out).parent)
     (report / "reconstruct_report.json").write_text(json.dumps(results, indent=1))
   except CvaaError as e:

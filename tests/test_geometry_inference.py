@@ -312,8 +312,8 @@ def test_make_example_then_reconstruct_cli_records_the_geometry(tmp_path, tiny_w
   out = tmp_path / "out" / "ct.nii.gz"
   r = subprocess.run([sys.executable, "-m", "cvaa_jax.reconstruct", f"--workdir={tiny_workdir}",
                       "--which=latest", f"--frontal={ex / 'frontal.dcm'}",
-                      f"--lateral={ex / 'lateral.dcm'}", f"--iso={iso}", f"--out={out}", "--nopng"],
-                     cwd=ROOT, capture_output=True, text=True, timeout=600,
+                      f"--lateral={ex / 'lateral.dcm'}", f"--iso={iso}", f"--out={out}", "--nopng",
+                      "--method=gan"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                      env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert r.returncode == 0, r.stderr[-2000:]
   assert "model:" in r.stdout and not r.stderr.strip()

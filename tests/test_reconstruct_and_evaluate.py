@@ -69,10 +69,28 @@ def test_reconstruct_cli_for_a_folder_of_pairs_and_its_errors(workdir, xray_pair
                                    f"--workdir={workdir}", "--which=latest", *a], cwd=ROOT,
                                   capture_output=True, text=True, timeout=600,
                                   env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-  r = cli(f"--pairs={pairs}", f"--out={tmp_path / 'out'}", "--nopng")
+  # The hybrid method with a folder of two atlases: each case gets its CT, its uncertainty and
+  # its line saying which atlases won.
+  atlases = tmp_path / "atlases"
+  atlases.mkdir()
+  for name in ("crlm_ct_1004", "lungdx_a0002"):
+    shutil.copy(ROOT / "cvaa_jax" / "fit" / "atlases" / f"{name}.npz", atlases)
+  r = cli(f"--pairs={pairs}", f"--out={tmp_path / 'out'}", "--nopng", "--method=hybrid",
+          f"--atlases={atlases}", "--atlas_k=2")
   assert r.returncode == 0, r.stderr[-2000:]
-  assert (tmp_path / "out" / "a.nii.gz").exists() and (tmp_path / "out" / "b.nii.gz").exists()
-  assert len(json.loads((tmp_path / "out" / "reconstruct_report.json").read_text())) == 2
+  for case in ("a", "b"):
+    assert (tmp_path / "out" / f"{case}.nii.gz").exists()
+    assert (tmp_path / "out" / f"{case}_uncertainty.nii.gz").exists()
+  report = json.loads((tmp_path / "out" / "reconstruct_report.json").read_text())
+  assert len(report) == 2 and report[0]["method"] == "hybrid"
+  assert {a["name"] for a in report[0]["atlas_fit"]["atlases"]} == {"crlm_ct_1004", "lungdx_a0002"}
+  assert r.stdout.count("atlases fused:") == 2
+  for flag, match in ((f"--atlases={tmp_path / 'none'}", "no such folder"),
+                      ("--exclude_atlases=nobody", "no atlas named nobody")):
+    r = cli(f"--frontal={ap}", f"--lateral={lat}", f"--out={tmp_path / 'y.nii.gz'}", flag,
+            "--method=atlas")
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and match in err[0], r.stderr[-2000:]
   r = cli(f"--frontal={ap}", f"--out={tmp_path / 'x.nii.gz'}")
   assert r.returncode == 2 and "--lateral is missing" in r.stderr
   bad = tmp_path / "bad.png"
