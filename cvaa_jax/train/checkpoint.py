@@ -3,9 +3,11 @@
 Two managers under the workdir:
   checkpoints/  the latest `keep` steps (async saves), what a restart resumes from;
   best/         the single best step by the validation metric (lower is better).
-Resume order: the workdir's latest checkpoint, else a fresh start. Saves are atomic (Orbax writes a
-temporary folder and renames it; unfinished ones are removed on restart), so a run killed mid-write
-resumes from the previous checkpoint. `best/` can then hold a step newer than the resume point
+Resume order: the workdir's newest intact checkpoint, else a fresh start. Saves are atomic (Orbax
+writes a temporary folder and renames it; unfinished ones are removed on restart), so a run killed
+mid-write resumes from the previous checkpoint. A finished checkpoint damaged afterwards (a file
+truncated or removed by a full disk, a copy, a user) is found before or during its restore, moved
+to `<workdir>/damaged/` (never deleted) and the next older one is used, with one warning line. `best/` can then hold a step newer than the resume point
 (validation runs more often than checkpoints): such steps come from the part of the run that is
 replayed, so `drop_best_after` removes them and the replay writes them again, bit for bit.
 """
@@ -13,6 +15,7 @@ replayed, so `drop_best_after` removes them and the replay writes them again, bi
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pathlib
 import shutil
@@ -127,6 +130,48 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(data_iter)))
     return restored.state
 
+  def restore_newest_intact(self, abstract_state: Any, data_iter
+                            ) -> tuple[Any, int | None, list[tuple[int, str, pathlib.Path]]]:
+    """(state, step) of the newest checkpoint that restores, and the damaged ones set aside
+    [(step, problem, where it went)]; (None, None, ...) when none is left (a fresh start)."""
+    set_aside = []
+    for step in sorted(self.latest.all_steps(), reverse=True):
+      step_dir = pathlib.Path(self.latest.directory) / str(step)
+      problem = damage(step_dir, ("state", "data"))
+      if problem is None:
+        try:
+          return self.restore(step, abstract_state, data_iter), step, set_aside
+        except Exception as e:  # pylint: disable=broad-except  # any failure: the files are bad
+          if _oserror(e) is not None:
+            raise self._no_space(None, "reading the checkpoint failed") from None
+          problem = _short(e)
+      set_aside.append((step, problem, self._set_aside(step_dir, "checkpoints")))
+      self.latest.reload()
+    return None, None, set_aside
+
+  def set_aside_best(self) -> list[tuple[int, str, pathlib.Path]]:
+    """Moves damaged best/ steps to damaged/ (a later validation writes best/ again)."""
+    out = []
+    for step in self.best.all_steps():
+      step_dir = pathlib.Path(self.best.directory) / str(step)
+      problem = damage(step_dir, ("state",))
+      if problem is not None:
+        out.append((step, problem, self._set_aside(step_dir, "best")))
+    if out:
+      self.best.reload()
+    return out
+
+  def _set_aside(self, step_dir: pathlib.Path, kind: str) -> pathlib.Path:
+    dest_root = self.workdir / "damaged"
+    dest_root.mkdir(exist_ok=True)
+    dest = dest_root / f"{kind}-{step_dir.name}"
+    k = 1
+    while dest.exists():
+      k += 1
+      dest = dest_root / f"{kind}-{step_dir.name}-{k}"
+    os.replace(step_dir, dest)
+    return dest
+
   def wait(self) -> None:
     self._guarded(self.latest.wait_until_finished)
     self._guarded(self.best.wait_until_finished)
@@ -134,6 +179,47 @@ class Checkpointer:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+REQUIRED = {"state": ("_METADATA", "manifest.ocdbt"), "data": ()}
+
+
+def _short(e: BaseException) -> str:
+  """One line for an exception: its innermost cause (tensorstore's own message names the file)."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  text = " ".join(str(e).split())
+  return f"{type(e).__name__}: {text[:200]}{'...' if len(text) > 200 else ''}"
+
+
+def damage(step_dir: pathlib.Path, items: tuple[str, ...]) -> str | None:
+  """What is missing or unreadable in a finished checkpoint folder, before any array is read:
+  each item's folder and its index files, the grain iterator's state (JSON), and the array data
+  files' sizes against what the OCDBT manifest expects is checked by the restore itself."""
+  for item in items:
+    d = step_dir / item
+    if not d.is_dir():
+      return f"{item}/ is missing"
+    for name in REQUIRED.get(item, ()):
+      if not (d / name).is_file() or (d / name).stat().st_size == 0:
+        return f"{item}/{name} is missing or empty"
+    if item == "data":
+      files = list(d.glob("process_*.json"))
+      if not files:
+        return "data/process_*.json (the data iterator's position) is missing"
+      for f in files:
+        try:
+          json.loads(f.read_text())
+        except (OSError, ValueError):
+          return f"data/{f.name} is not readable JSON"
+  if "state" in items:
+    try:
+      meta = json.loads((step_dir / "state" / "_METADATA").read_text())
+      if not isinstance(meta, dict):
+        raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+      return f"state/_METADATA is not readable ({e})"
+  return None
 
 
 def _path_names(path) -> tuple[str, ...]:

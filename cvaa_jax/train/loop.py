@@ -252,8 +252,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                       f"{total} steps now configured; raise train.num_steps (or num_epochs) to "
                       "continue it, or train the shorter run in a new --workdir.")
   if start is not None:
-    state = ckpt.restore(start, ckpt_lib.abstract_like(state, replicated), data_iter)
-    logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+    restored, step, damaged = ckpt.restore_newest_intact(
+        ckpt_lib.abstract_like(state, replicated), data_iter)
+    for bad, problem, where in damaged:
+      newer = f"resuming from step {step}" if step is not None else "no intact one left: starting over"
+      logging.warning("checkpoint step %d is damaged (%s): moved to %s; %s", bad, problem, where,
+                      newer)
+    if restored is None:
+      data_iter = iter(data)
+      scfg, state = build(config, total)
+      state = jax.device_put(state, replicated)
+    else:
+      state = restored
+      logging.info("resumed from %s at step %d", workdir / "checkpoints", step)
+  for bad, problem, where in ckpt.set_aside_best():
+    logging.warning("best/ step %d is damaged (%s): moved to %s", bad, problem, where)
   start = int(state.step)
   dropped = ckpt.drop_best_after(start)
   if dropped:
@@ -381,26 +394,42 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | path
   scfg, state = build(config, total_steps=1, abstract=True)  # shapes: the checkpoint has the values
   ckpt = ckpt_lib.Checkpointer(workdir, keep=config.train.keep_checkpoints, reader=True)
   which = resolve_which(workdir, which, ckpt)
-  mgr = ckpt.latest if which == "latest" else ckpt.best
-  step = mgr.latest_step() if which == "latest" else mgr.best_step()
-  if step is None:
+  # Candidates, newest first: best/'s step (for 'best'), then the latest checkpoints. A damaged one
+  # is skipped with a warning (readers never move files: a training may own the workdir).
+  candidates = [(ckpt.best, s) for s in ([ckpt.best.best_step()] if which == "best" else [])
+                if s is not None]
+  candidates += [(ckpt.latest, s) for s in sorted(ckpt.latest.all_steps(), reverse=True)]
+  if not candidates:
+    ckpt.close()
     raise CvaaError(f"{workdir / ('checkpoints' if which == 'latest' else 'best')}: no checkpoint; "
                     "train first (python launch.py --config=... --workdir=...).")
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  mismatch = ckpt_lib.first_mismatch(mgr.directory / str(step), state)
-  if mismatch:
+  skipped, restored = [], None
+  for mgr, step in candidates:
+    step_dir = pathlib.Path(mgr.directory) / str(step)
+    problem = ckpt_lib.damage(step_dir, ("state",))
+    if problem is None:
+      mismatch = ckpt_lib.first_mismatch(step_dir, state)
+      if mismatch:
+        ckpt.close()
+        raise CvaaError(f"{workdir}: its checkpoint (step {step}) does not match the model its "
+                        f"config.json describes: {mismatch}. The workdir's files were mixed: "
+                        "restore config.json or retrain.")
+      try:
+        # Onto this process's first device, whatever device count wrote the checkpoint.
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        restored = mgr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(ckpt_lib.abstract_like(state, one))))
+        break
+      except Exception as e:  # pylint: disable=broad-except  # shapes matched: the files are bad
+        problem = ckpt_lib._short(e)  # pylint: disable=protected-access
+    skipped.append(f"{step_dir} ({problem})")
+  if skipped:
+    logging.warning("damaged checkpoint(s) skipped: %s; %s", "; ".join(skipped),
+                    f"using {step_dir}" if restored is not None else "none left")
+  if restored is None:
     ckpt.close()
-    raise CvaaError(f"{workdir}: its checkpoint (step {step}) does not match the model its "
-                    f"config.json describes: {mismatch}. The workdir's files were mixed: restore "
-                    "config.json or retrain.")
-  try:
-    # Onto this process's first device, whatever device count wrote the checkpoint.
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    restored = mgr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(ckpt_lib.abstract_like(state, one))))
-  except (ValueError, KeyError, TypeError) as e:
-    raise CvaaError(f"{workdir}: its checkpoint (step {step}) does not match the model its "
-                    f"config.json describes ({type(e).__name__}: {str(e)[:200]}); the workdir's "
-                    "files were mixed: restore config.json or retrain.") from None
+    raise CvaaError(f"{workdir}: no intact checkpoint ({'; '.join(skipped)}); retrain, or resume "
+                    "the training (it sets damaged ones aside).")
   ckpt.close()
   return scfg, restored.state.ema_params, step
