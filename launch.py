@@ -20,8 +20,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Folder for the prepar
                                "checkpoints, logs and results.")
 
 
-def _fail(message: str) -> None:
-  cli.fail(message)  # always one line on stderr
+def _fail(message: str, hard: bool = False) -> None:
+  cli.fail(message, hard=hard)  # always one line on stderr
 
 
 def _parse_flags(argv):
@@ -57,7 +57,7 @@ def main(argv):
   try:
     summary = run_lib.run(config, _WORKDIR.value)
   except errors.CvaaError as e:
-    _fail(str(e))
+    _fail(str(e), hard=getattr(e, "hard_exit", False))
   logging.info("done: %s", summary)
 
 

@@ -10,22 +10,91 @@ from __future__ import annotations
 import os
 import pathlib
 import sys
+import threading
+import traceback
 
 from absl import flags, logging
 
-_LIBRARIES = ("orbax", "grain", "jax/_src", "jax\\_src", "jaxlib", "etils")
+_LIBRARIES = ("orbax", "grain", "jax/_src", "jax\\_src", "jaxlib", "etils", "asyncio")
+
+
+# How a full disk shows in the libraries' messages: tensorstore (under Orbax) reports ENOSPC as
+# RESOURCE_EXHAUSTED inside a ValueError, Python as OSError [Errno 28].
+DISK_FULL_TEXT = ("RESOURCE_EXHAUSTED", "No space left on device", "Disk quota exceeded")
+
+
+def is_disk_full_text(text: str) -> bool:
+  return any(t in text for t in DISK_FULL_TEXT)
 
 
 class QuietLibraries:
-  """absl handler filter: library records below WARNING are dropped."""
+  """absl handler filter: library records below WARNING are dropped, and so are the libraries'
+  own reports of a full disk (Orbax logs each failed background write with its traceback, ~360
+  lines per checkpoint): the run reports it once, as its one-line error."""
 
   def filter(self, record) -> bool:
-    return record.levelno >= 30 or not any(s in record.pathname for s in _LIBRARIES)
+    library = any(s in record.pathname for s in _LIBRARIES)
+    if not library:
+      return True
+    if record.levelno < 30:
+      return False
+    try:
+      text = record.getMessage()
+      if record.exc_info and record.exc_info[1] is not None:
+        text += "".join(traceback.format_exception(record.exc_info[1]))
+    except Exception:  # pylint: disable=broad-except
+      return True
+    return not is_disk_full_text(text)
+
+
+class QuietAbandonedWrites:
+  """A sys.stderr wrapper that drops the tracebacks of 'RuntimeError: Event loop is closed'.
+
+  When one background checkpoint write fails (a full disk fails them all), Orbax stops its event
+  loop and tensorstore then reports every callback of the abandoned writes to it, printing one
+  such traceback each (thousands after a full disk). The failure itself is reported once, as the
+  run's one-line error. Tracebacks are collected per thread until their last line; any other
+  traceback is written unchanged."""
+
+  HEADER = "Traceback (most recent call last):"
+  DROP = "RuntimeError: Event loop is closed"
+
+  def __init__(self, stream):
+    self.stream = stream
+    self.pending: dict[int, list[str]] = {}
+    self.lock = threading.Lock()
+
+  def write(self, text: str) -> int:
+    with self.lock:
+      tid = threading.get_ident()
+      buf = self.pending.get(tid)
+      if buf is None and not text.startswith(self.HEADER):
+        return self.stream.write(text)
+      buf = (buf or []) + [text]
+      lines = "".join(buf).splitlines()
+      last = lines[-1] if lines else ""
+      complete = "".join(buf).endswith("\n") and len(lines) > 1 and last.strip() and \
+          not last.startswith((" ", self.HEADER))
+      if not complete:
+        self.pending[tid] = buf
+        return len(text)
+      self.pending.pop(tid, None)
+      if last.strip() != self.DROP:
+        self.stream.write("".join(buf))
+      return len(text)
+
+  def flush(self) -> None:
+    self.stream.flush()
+
+  def __getattr__(self, name):
+    return getattr(self.stream, name)
 
 
 def setup_logging(info: bool = True) -> None:
   """Logs to stdout; libraries quiet unless --verbosity was given; `info=False` also keeps this
   project's INFO lines out (short commands that print their own result)."""
+  if not isinstance(sys.stderr, QuietAbandonedWrites):
+    sys.stderr = QuietAbandonedWrites(sys.stderr)
   handler = logging.get_absl_handler()
   handler.python_handler.stream = sys.stdout
   verbose = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present
@@ -64,7 +133,14 @@ def enable_compilation_cache() -> str | None:
   return path
 
 
-def fail(message: str, code: int = 2) -> None:
-  """Prints `message` as one line on stderr and exits."""
+def fail(message: str, code: int = 2, hard: bool = False) -> None:
+  """Prints `message` as one line on stderr and exits. `hard`: without the interpreter's teardown
+  (after a full disk, tensorstore's abandoned background writes would print 'Event loop is
+  closed' tracebacks by the thousand while it runs); files are flushed first, checkpoints were
+  already waited for."""
   print("error: " + " ".join(str(message).split()), file=sys.stderr)
+  if hard:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # pylint: disable=protected-access
   sys.exit(code)

@@ -34,6 +34,8 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 class DiskFullError(CvaaError):
   """The workdir cannot take the next checkpoint (full, over quota or read-only)."""
 
+  hard_exit = True  # the command line exits without teardown (cli.fail)
+
 
 def free_bytes(path: pathlib.Path) -> int:
   """Free space where `path` lives (tests fake it with CVAA_FAULT_DISK_FREE_BYTES)."""
@@ -41,11 +43,18 @@ def free_bytes(path: pathlib.Path) -> int:
   return int(fake) if fake else shutil.disk_usage(path).free
 
 
-def _oserror(e: BaseException) -> OSError | None:
-  """The OSError behind an exception a checkpoint library raised (it may wrap it)."""
-  while e is not None:
+def disk_full_cause(e: BaseException) -> str | None:
+  """A short cause when `e` (or what it wraps) says the disk is full: an OSError with a no-space
+  errno, or tensorstore's RESOURCE_EXHAUSTED (a ValueError, how Orbax's array writes report
+  ENOSPC); None otherwise."""
+  from cvaa_jax import cli  # pylint: disable=g-import-not-at-top
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
     if isinstance(e, OSError) and e.errno in NO_SPACE:
-      return e
+      return os.strerror(e.errno)
+    if cli.is_disk_full_text(str(e)):
+      return "No space left on device" if "RESOURCE_EXHAUSTED" in str(e) else str(e)[:120]
     e = e.__cause__ or e.__context__
   return None
 
@@ -78,6 +87,13 @@ class Checkpointer:
     return self.latest.latest_step()
 
   def _no_space(self, needed: int | None, cause: str) -> DiskFullError:
+    # A write in flight counts as a step until it finishes (or fails): wait, then read the disk.
+    for mgr in (self.latest, self.best):
+      try:
+        mgr.wait_until_finished()
+      except Exception:  # pylint: disable=broad-except  # it failed: the disk says what is left
+        pass
+      mgr.reload()
     last = self.latest.latest_step()
     kept = (f"the last complete checkpoint (step {last}) is intact" if last is not None else
             "no checkpoint was completed yet")
@@ -94,14 +110,17 @@ class Checkpointer:
     if free < needed:
       raise self._no_space(needed, f"{free / 1e6:.1f} MB free")
 
+  def no_space(self, cause: str) -> DiskFullError:
+    return self._no_space(None, cause)
+
   def _guarded(self, fn, *args, **kwargs):
     try:
       return fn(*args, **kwargs)
     except Exception as e:  # pylint: disable=broad-except
-      err = _oserror(e)
-      if err is None:
+      cause = disk_full_cause(e)
+      if cause is None:
         raise
-      raise self._no_space(None, f"{os.strerror(err.errno)}") from None
+      raise self._no_space(None, cause) from None
 
   def save(self, step: int, state: Any, data_iter, config: dict) -> None:
     self.check_space(state)
@@ -142,7 +161,7 @@ class Checkpointer:
         try:
           return self.restore(step, abstract_state, data_iter), step, set_aside
         except Exception as e:  # pylint: disable=broad-except  # any failure: the files are bad
-          if _oserror(e) is not None:
+          if disk_full_cause(e) is not None:
             raise self._no_space(None, "reading the checkpoint failed") from None
           problem = _short(e)
       set_aside.append((step, problem, self._set_aside(step_dir, "checkpoints")))

@@ -99,6 +99,26 @@ def fault_point(point: str, step: int) -> None:
   spec = os.environ.get("CVAA_FAULT_KILL_AT", "")
   if f"{point}:{step}" in spec.split(","):
     os.kill(os.getpid(), signal.SIGKILL)
+  fill = os.environ.get("CVAA_FAULT_FILL_AT", "")  # 'point:step:folder': fill its filesystem
+  for item in fill.split(","):
+    p, _, rest = item.partition(":")
+    s, _, folder = rest.partition(":")
+    if p == point and s == str(step) and folder:
+      _fill_filesystem(pathlib.Path(folder))
+
+
+def _fill_filesystem(folder: pathlib.Path) -> None:
+  """Writes `folder`/filler until the filesystem is full (a real ENOSPC for what follows)."""
+  fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+  try:
+    for size in (1 << 20, 4096, 1):  # down to the last byte
+      try:
+        while True:
+          os.write(fd, b"\0" * size)
+      except OSError:
+        pass
+  finally:
+    os.close(fd)
 
 
 class MetricWriter:
@@ -320,13 +340,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         _check_finite(state)
         ckpt.save(done, state, data_iter, config_dict)
         fault_point("save", done)  # dies while the async write is in flight
-  finally:
-    ckpt.wait()
-    writer.close()
-  result = _final_report(config, workdir, scfg, state, cases, predict_fn, primary, to_host)
+  except BaseException as e:
+    # The error in flight is the one to report: finish (or fail) the checkpoint writes in flight
+    # quietly, so their own failures (a full disk fails them all) neither replace it nor leave
+    # background reads running into interpreter exit ('Event loop is closed' tracebacks).
+    _quietly(ckpt.wait)
+    _quietly(writer.close)
+    _quietly(ckpt.close)
+    if not isinstance(e, ckpt_lib.DiskFullError) and ckpt_lib.disk_full_cause(e):
+      raise ckpt.no_space(ckpt_lib.disk_full_cause(e)) from None  # e.g. metrics, TensorBoard
+    raise
+  ckpt.wait()
+  writer.close()
+  try:
+    result = _final_report(config, workdir, scfg, state, cases, predict_fn, primary, to_host)
+  except BaseException:
+    _quietly(ckpt.close)
+    raise
   ckpt.close()
   result["train_seconds"] = time.time() - t0
   return result
+
+
+def _quietly(fn) -> None:
+  try:
+    fn()
+  except Exception:  # pylint: disable=broad-except  # only on a path that already raises
+    pass
 
 
 def _check_finite(state) -> None:
