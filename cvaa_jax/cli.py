@@ -93,6 +93,10 @@ class QuietAbandonedWrites:
 def setup_logging(info: bool = True) -> None:
   """Logs to stdout; libraries quiet unless --verbosity was given; `info=False` also keeps this
   project's INFO lines out (short commands that print their own result)."""
+  # nibabel logs the header fields it "fixes" (pixdim 0 -> 1, ...) to its own stderr handler; the
+  # loaders check those fields themselves and refuse such files in one line (io.check_nifti_header).
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  std_logging.getLogger("nibabel.global").setLevel(std_logging.ERROR)
   if not isinstance(sys.stderr, QuietAbandonedWrites):
     sys.stderr = QuietAbandonedWrites(sys.stderr)
   handler = logging.get_absl_handler()

@@ -1,8 +1,12 @@
 """Check inputs before training or reconstructing: `python -m cvaa_jax.inspect PATH [PATH ...]`.
 
 Each path is a CT (NIfTI file or DICOM series folder), a radiograph (PNG/TIFF/JPEG, DICOM DX/CR,
-2-D NIfTI), or a folder of either (one case per entry, as `config.data.ct_dir`). Every input is
-loaded exactly as training / reconstruct would load it, and gets one line: its kind, shape, spacing,
+2-D NIfTI), or a folder of either. A folder holding a 3-D NIfTI or sub-folders is a CT collection
+and is listed exactly as `config.data.ct_dir` is (`io.list_ct_files`, `--ct_glob` / `--ct_exclude`
+as in the config), every case loaded by the CT loader: a 2-D or single-slice NIfTI or a sub-folder
+without DICOM there is an error, as training would find. A folder of images is a folder of
+radiographs. `--as=ct|xray` decides instead of the files. Every input is loaded exactly as
+training / reconstruct would load it, and gets one line: its kind, shape, spacing,
 orientation, HU range and body box (CT) or size, pitch and view tags (X-ray) -- or one `error:` line
 naming the file and the fix. `--out DIR` also writes each CT preprocessed onto the model grid (HU
 NIfTI) with a preview of its mid-slices and its two DRRs. Exit status 1 when any input is bad.
@@ -29,26 +33,44 @@ def define_flags() -> None:
   flags.DEFINE_float("spacing_mm", 2.0, "Model grid voxel size for --out (config.data.spacing_mm).")
   flags.DEFINE_bool("check_hu", True, "Reject CTs that are not in HU (config.data.check_hu).")
   flags.DEFINE_string("unoriented_axcodes", "", "Axes of NIfTIs without orientation, e.g. LPS.")
+  flags.DEFINE_enum("as", "auto", ["auto", "ct", "xray"],
+                    "Read the inputs as CTs (files, DICOM series, collections as config.data."
+                    "ct_dir) or as radiographs; auto: decided from the files.")
+  flags.DEFINE_string("ct_glob", "", "config.data.ct_glob for CT collections.")
+  flags.DEFINE_string("ct_exclude", "", "config.data.ct_exclude for CT collections.")
 
 
-def kind_of(path: pathlib.Path) -> str:
-  """'ct', 'xray' or 'folder' (a folder of cases), from the name and, for NIfTI/DICOM, the header."""
-  name = path.name.lower()
+def _is_volume_nifti(path: pathlib.Path) -> bool | None:
+  """True for a NIfTI with 3 or more non-singleton axes, False for 2-D, None if unreadable."""
+  import nibabel as nib  # pylint: disable=g-import-not-at-top
+  try:
+    shape = nib.load(str(path)).shape
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return len([s for s in shape if s > 1]) >= 3
+
+
+def kind_of(path: pathlib.Path, forced: str = "auto") -> str:
+  """'ct' (a CT file or one DICOM series), 'collection' (a folder of CT cases, as config.data.ct_dir),
+  'xray', or 'xrays' (a folder of radiographs or of pair folders)."""
   if path.is_dir():
     files = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if files and all(p.is_file() and not io.is_nifti(p) and not p.name.lower().endswith(
-        xray_io.IMAGE_SUFFIXES) for p in files):
+    series = files and all(p.is_file() and not io.is_nifti(p) and not p.name.lower().endswith(
+        xray_io.IMAGE_SUFFIXES) for p in files)
+    if forced == "xray":
+      return "xrays"
+    if series:
       return "ct"  # a folder of slices: one DICOM series
-    return "folder"
-  if name.endswith(xray_io.IMAGE_SUFFIXES):
+    if forced == "ct" or any(p.is_dir() for p in files) or any(
+        io.is_nifti(p) and _is_volume_nifti(p) is not False for p in files):
+      return "collection"
+    return "xrays"
+  if forced != "auto":
+    return forced
+  if path.name.lower().endswith(xray_io.IMAGE_SUFFIXES):
     return "xray"
   if io.is_nifti(path):
-    import nibabel as nib  # pylint: disable=g-import-not-at-top
-    try:
-      shape = nib.load(str(path)).shape
-    except Exception:  # pylint: disable=broad-except
-      return "ct"  # let the CT loader name the problem
-    return "xray" if len([s for s in shape if s > 1]) == 2 else "ct"
+    return "ct" if _is_volume_nifti(path) is not False else "xray"
   return "xray"  # a single DICOM file: a radiograph (DX/CR)
 
 
@@ -111,25 +133,34 @@ def write_preview(vol, out: pathlib.Path, size: int, spacing_mm: float) -> pathl
 
 
 def inspect_paths(paths, out=None, size=128, spacing_mm=2.0, check_hu=True, axcodes="",
-                  emit=print) -> int:
+                  emit=print, forced: str = "auto", ct_glob: str = "", ct_exclude: str = "") -> int:
   """Prints one line per input; returns the number of bad inputs."""
   bad = 0
-  todo = [pathlib.Path(p) for p in paths]
+  todo = [(pathlib.Path(p), None) for p in paths]  # (path, kind decided by its folder)
   while todo:
-    path = todo.pop(0)
+    path, kind = todo.pop(0)
     try:
       if not path.exists():
         raise InputError(f"{path}: no such file or folder; check the path.")
-      kind = kind_of(path)
-      if kind == "folder":
+      kind = kind or kind_of(path, forced)
+      if kind == "collection":  # exactly what training reads from config.data.ct_dir
+        cases = io.list_ct_files(path, ct_glob, ct_exclude)
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        other = [p for p in entries if p not in cases and not ct_glob]
+        if other:
+          emit(f"skip   {path}: {len(other)} entr(ies) that training does not read as CTs "
+               f"({', '.join(p.name for p in other)[:120]})")
+        todo = [(c, "ct") for c in cases] + todo
+        continue
+      if kind == "xrays":
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
         if not entries:
           raise InputError(f"{path}: the folder is empty.")
         inputs = [p for p in entries if p.is_dir() or _may_be_input(p)]
-        if len(inputs) < len(entries):  # notes, licences, tables beside the scans
+        if len(inputs) < len(entries):  # notes, licences, tables beside the images
           emit(f"skip   {path}: {len(entries) - len(inputs)} file(s) that are no CT or X-ray "
                f"({', '.join(p.name for p in entries if p not in inputs)[:120]})")
-        todo = inputs + todo
+        todo = [(p, "xrays" if p.is_dir() else "xray") for p in inputs] + todo
         continue
       if kind == "xray":
         emit(describe_xray(path))
@@ -152,7 +183,8 @@ def main(argv):
     cli.fail("give one or more files or folders: python -m cvaa_jax.inspect PATH [PATH ...]")
   out = pathlib.Path(FLAGS.out) if FLAGS.out else None
   bad = inspect_paths(paths, out, FLAGS.size, FLAGS.spacing_mm, FLAGS.check_hu,
-                      FLAGS.unoriented_axcodes)
+                      FLAGS.unoriented_axcodes, forced=FLAGS["as"].value,
+                      ct_glob=FLAGS.ct_glob, ct_exclude=FLAGS.ct_exclude)
   sys.exit(1 if bad else 0)
 
 
