@@ -80,6 +80,13 @@ def make_example(out: str | pathlib.Path, ct: str | pathlib.Path = BUNDLED_CT, s
   truth = transforms.resample_to_grid(vol, (size,) * 3, affine)
   io.save_nifti(truth, out / "ground_truth.nii.gz", dtype=np.int16)
   iso_flag = ",".join(f"{v:.3f}" for v in iso)
+  # The scan may be one of the shipped atlases (the bundled CT is): leave it out of the fit, or the
+  # patient would be reconstructed from its own CT.
+  from cvaa_jax.fit import atlas as atlas_lib  # pylint: disable=g-import-not-at-top
+  stem = pathlib.Path(ct).name.replace(".nii.gz", "").replace(".nii", "")
+  own = stem in atlas_lib.shipped_names()
+  excl = f" --exclude_atlases={stem}" if own else ""
+  info["exclude_atlases"] = [stem] if own else []
   (out / "example.json").write_text(json.dumps(info, indent=1))
   (out / "README.txt").write_text(f"""\
 cvaa_jax example pair rendered from {pathlib.Path(ct).name}
@@ -89,17 +96,19 @@ cone beam, SID {SID_MM:g} mm, SDD {SDD_MM:g} mm, {detector_px} x {detector_px} d
 
 DICOM (geometry from the tags):
   python -m cvaa_jax.reconstruct --frontal={out}/frontal.dcm --lateral={out}/lateral.dcm \\
-      --iso={iso_flag} --out=recon.nii.gz
+      --iso={iso_flag} --out=recon.nii.gz{excl}
 PNG (geometry as flags):
   python -m cvaa_jax.reconstruct --frontal={out}/frontal.png --lateral={out}/lateral.png \\
       --sid={SID_MM:g} --sdd={SDD_MM:g} --pixel_mm={pitch_mm:g} --frontal_side=ap \\
-      --lateral_side=left --iso={iso_flag} --out=recon.nii.gz
+      --lateral_side=left --iso={iso_flag} --out=recon.nii.gz{excl}
 2-D NIfTI (detector positions give the isocentre):
   python -m cvaa_jax.reconstruct --frontal={out}/frontal.nii.gz --lateral={out}/lateral.nii.gz \\
-      --out=recon.nii.gz
-Without --workdir the shipped model is used (cvaa_jax/pretrained/real64; this patient was among
-its training scans, so this shows the path works, not how well it generalises). --workdir=runs/demo
-uses the demo model, or any folder launch.py trained in.
+      --out=recon.nii.gz{excl}
+The default method is 'hybrid' + refinement: the shipped network (cvaa_jax/pretrained/real64; this
+patient was among its training scans, so this shows the path works, not how well it generalises)
+with the skeleton of the shipped atlases fitted to the pair{(" (--exclude_atlases leaves this " + "patient's own CT out of them)") if own else ""}.
+--method=gan|atlas picks one alone; --workdir=runs/demo uses the demo model, or any folder
+launch.py trained in.
 Compare the result with ground_truth.nii.gz.
 """)
   return info
