@@ -37,7 +37,8 @@ AXIS_OF = {"L": 0, "R": 0, "A": 1, "P": 1, "H": 2, "F": 2}
 # DICOM ViewPosition (0018,5101) values and the side they name.
 VIEW_POSITIONS = {"AP": "ap", "PA": "pa", "LL": "left", "LLAT": "left", "LEFT LATERAL": "left",
                   "RL": "right", "RLAT": "right", "RIGHT LATERAL": "right"}
-FIELDS = ("beam", "sid", "sdd", "pixel_mm", "side", "orientation", "center")
+FIELDS = ("beam", "sid", "sdd", "pixel_mm", "pixel_at", "side", "orientation", "center")
+PIXEL_PLANES = ("detector", "isocentre")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Acquisition:
   sid: float
   sdd: float
   pixel_mm: tuple[float, float]  # detector pitch (row, col) of the image as stored
+  pixel_at: str  # the plane the given pitch was measured in: 'detector' or 'isocentre'
   side: str
   orientation: tuple[str, str]  # patient directions of increasing (column, row) index
   center: tuple[float, float]  # principal point (row, col), pixel indices of the image as stored
@@ -193,6 +195,12 @@ def resolve(view: str, shape: tuple[int, int], from_file: Mapping[str, tuple[Any
     values["pixel_mm"] = (p, p)
     sources["pixel_mm"] = "default (the image's shorter side spans the model's field of view)"
   pitch = _pair(values["pixel_mm"], "pixel pitch", what)
+  take("pixel_at", "detector", "a pitch is the detector's")
+  pixel_at = str(values["pixel_at"]).lower()
+  if pixel_at not in PIXEL_PLANES:
+    raise InputError(f"{what}: pixel_at {values['pixel_at']!r}; use 'detector' or 'isocentre'.")
+  if pixel_at == "isocentre" and beam == "cone":  # the detector's pitch is magnified SDD / SID
+    pitch = (pitch[0] * sdd / sid, pitch[1] * sdd / sid)
   take("center", ((rows - 1) / 2.0, (cols - 1) / 2.0), "the detector centre")
   center = tuple(float(c) for c in (values["center"].replace("\\", ",").split(",")
                                     if isinstance(values["center"], str) else values["center"]))
@@ -201,7 +209,8 @@ def resolve(view: str, shape: tuple[int, int], from_file: Mapping[str, tuple[Any
                      "indices (row, col).")
   if beam == "parallel":
     sources["sid"] = sources["sdd"] = "unused (parallel beam)"
-  return Acquisition(view, beam, sid, sdd, pitch, side, orient, center, sources)  # type: ignore
+  return Acquisition(view, beam, sid, sdd, pitch, pixel_at, side, orient, center,  # type: ignore
+                     sources)
 
 
 def canonical_image(img: np.ndarray, acq: Acquisition) -> tuple[np.ndarray, tuple[float, float],
@@ -258,16 +267,24 @@ def isocentre_from_detectors(frontal: Mapping[str, np.ndarray], lateral: Mapping
   d, e = d1 @ w, d2 @ w
   den = a * c - b * b
   if den < 1e-9:
-    raise InputError("the two views' detectors are parallel; they cannot be a frontal and a lateral.")
+    raise InputError("the two images lie in parallel planes, so their affines do not locate an "
+                     "isocentre")
   t1, t2 = (b * e - c * d) / den, (a * e - b * d) / den
   q1, q2 = p1 + t1 * d1, p2 + t2 * d2
   return (q1 + q2) / 2.0, float(np.linalg.norm(q1 - q2))
 
 
-def side_from_detector(view: str, detector_center: np.ndarray, iso: np.ndarray) -> str:
-  """The side a view was taken from, given where its detector lies relative to the isocentre."""
+ON_PLANE_MM = 5.0  # a detector centre this close to the isocentre plane: the image lies on it
+
+
+def side_from_detector(view: str, detector_center: np.ndarray, iso: np.ndarray) -> str | None:
+  """The side a view was taken from, given where its detector lies relative to the isocentre;
+  None when the image lies on the plane through the isocentre (within ON_PLANE_MM), as tools that
+  export a radiograph laid over the CT write it: then the affine does not say the side."""
   axis = 1 if view == "frontal" else 0
   behind = float(detector_center[axis] - iso[axis])
+  if abs(behind) < ON_PLANE_MM:
+    return None
   if view == "frontal":
     return "ap" if behind < 0 else "pa"  # detector posterior (-y): source anterior
   return "left" if behind < 0 else "right"  # detector on the patient's left (-x)

@@ -77,6 +77,10 @@ def define_flags() -> None:
   flags.DEFINE_float("sid", None, "Source-isocentre distance of both views, mm.")
   flags.DEFINE_float("sdd", None, "Source-detector distance of both views, mm.")
   flags.DEFINE_string("pixel_mm", None, "Detector pixel pitch of both views: 'p' or 'row,col' mm.")
+  flags.DEFINE_enum("pixel_at", None, list(acquisition.PIXEL_PLANES),
+                    "Where the given pitch is measured: 'detector' (default) or 'isocentre' (an "
+                    "image scaled to the patient, e.g. laid over the CT); per view: "
+                    "--frontal_pixel_at.")
   for view in VIEWS:
     sides = acquisition.SIDES[view]
     flags.DEFINE_enum(f"{view}_side", None, list(sides),
@@ -86,6 +90,8 @@ def define_flags() -> None:
     flags.DEFINE_float(f"{view}_sid", None, f"Source-isocentre distance of the {view}, mm.")
     flags.DEFINE_float(f"{view}_sdd", None, f"Source-detector distance of the {view}, mm.")
     flags.DEFINE_string(f"{view}_pixel_mm", None, f"Detector pitch of the {view}: 'p' or 'row,col'.")
+    flags.DEFINE_enum(f"{view}_pixel_at", None, list(acquisition.PIXEL_PLANES),
+                      f"Where the {view}'s pitch is measured: 'detector' or 'isocentre'.")
     flags.DEFINE_string(f"{view}_orientation", None,
                         f"Patient directions of the {view}'s increasing column and row, e.g. "
                         f"{','.join(acquisition.CANONICAL[view])} (DICOM PatientOrientation).")
@@ -96,12 +102,35 @@ def define_flags() -> None:
 def view_flags(view: str) -> dict[str, Any]:
   """The geometry flags of one view (per-view flags over the shared ones)."""
   out = {}
-  for field in ("beam", "sid", "sdd", "pixel_mm"):
+  for field in ("beam", "sid", "sdd", "pixel_mm", "pixel_at"):
     v = getattr(FLAGS, f"{view}_{field}")
     out[field] = v if v is not None else getattr(FLAGS, field)
   for field in ("side", "orientation", "center"):
     out[field] = getattr(FLAGS, f"{view}_{field}")
   return out
+
+
+def defaulted_lines(report: dict) -> list[str]:
+  """One line per view naming the geometry values taken from defaults (not the file, not a flag),
+  and one for a default isocentre."""
+  lines = []
+  for v in VIEWS:
+    r = report[v]
+    used = [(f, src[len("default ("):-1]) for f, src in r["sources"].items()
+            if src.startswith("default")]
+    if used:
+      shown = ", ".join(f"{f} {_fmt(r['values'][f])} ({why})" for f, why in used)
+      lines.append(f"{r['file']}: not in the file or flags, defaults used: {shown}")
+  if str(report.get("iso_source", "")).startswith("default"):
+    lines.append("isocentre: not given (--iso) nor located by the files: the output is centred on "
+                 "the world origin")
+  return lines
+
+
+def _fmt(value) -> str:
+  if isinstance(value, (list, tuple)):
+    return ",".join(_fmt(x) for x in value)
+  return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def parse_iso(text: str | None) -> np.ndarray | None:
@@ -147,9 +176,21 @@ def prepare_pair(frontal_path, lateral_path, ref: acquisition.Reference,
   if iso is not None:
     report["iso"], report["iso_source"] = iso.tolist(), "flag --iso"
   if "detector" in fmeta and "detector" in lmeta:
-    located, gap = acquisition.isocentre_from_detectors(fmeta["detector"], lmeta["detector"])
+    try:
+      located, gap = acquisition.isocentre_from_detectors(fmeta["detector"], lmeta["detector"])
+    except InputError as e:
+      if iso is None:
+        raise InputError(f"{frontal_path} and {lateral_path}: {e}; give the isocentre with "
+                         "--iso=x,y,z (mm, RAS) and the sides with --frontal_side and "
+                         "--lateral_side.") from None
+      located, gap = None, None
+    where = iso if iso is not None else located
     for v, meta in (("frontal", fmeta), ("lateral", lmeta)):
-      sides[v] = acquisition.side_from_detector(v, meta["detector"]["center"], located)
+      sides[v] = acquisition.side_from_detector(v, meta["detector"]["center"], where)
+      if sides[v] is None:  # the image lies on the isocentre plane: a pitch there, no side
+        what = "NIfTI affine (the image lies on the plane through the isocentre)"
+        meta["side_unknown"] = (None, what)
+        meta["pixel_at"] = ("isocentre", what)
     if iso is None:
       iso = located
       report["iso"] = iso.tolist()
@@ -409,6 +450,9 @@ def main(argv):
                        "--workdir=<a trained run>.")
     ref = acquisition.Reference.from_config(config_lib.load_run_config(model_dir))
     prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
+    for p in prepared:  # what neither the file nor a flag said, on screen (not only in the report)
+      for line in defaulted_lines(p.report):
+        print(line)
     t_start = time.perf_counter()
     fitter = AtlasFitter(FLAGS.atlases, FLAGS.atlas_k, tuple(FLAGS.exclude_atlases)) \
         if FLAGS.method != "gan" else None

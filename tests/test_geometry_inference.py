@@ -325,3 +325,83 @@ def test_make_example_then_reconstruct_cli_records_the_geometry(tmp_path, tiny_w
   img = nib.load(str(out))
   np.testing.assert_allclose((img.affine @ [7.5, 7.5, 7.5, 1])[:3], info["isocentre_mm_ras"],
                              atol=1e-2)
+
+
+# --- what the files leave unsaid (#33 item 7) ---------------------------------------------------
+
+
+def _iso_plane_pair(tmp_path, sid=800.0, sdd=1200.0, pitch=10.0):
+  """The same cone pair written twice: as PNGs (detector pitch known) and as 2-D NIfTIs laid over
+  the CT (the image on the plane through the isocentre, pitch scaled to the patient)."""
+  scene = _scene()
+  out = {}
+  for view, theta in (("frontal", "ap"), ("lateral", "lateral")):
+    g = drr.cone_beam(theta, (32, 32), pitch, sid=sid, sdd=sdd, isocenter=ISO)
+    pixels = xray_io.to_uint16(_render(scene, g))
+    over_ct = g.replace(detector_center=ISO.astype(np.float32),
+                        pixel_size=np.full(2, pitch * sid / sdd, np.float32))
+    out[view] = (_png(tmp_path / f"{view}.png", pixels),
+                 _nifti(tmp_path / f"{view}.nii.gz", pixels, over_ct))
+  return out
+
+
+def test_an_image_on_the_isocentre_plane_asks_for_its_side_and_is_read_at_that_scale(tmp_path):
+  sid, sdd = 800.0, 1200.0
+  files = _iso_plane_pair(tmp_path, sid, sdd)
+  nii = {v: files[v][1] for v in files}
+  # Nothing says which side the source was on: an error naming the file and the flag, no guess.
+  with pytest.raises(InputError, match="--frontal_side") as e:
+    reconstruct.prepare_pair(nii["frontal"], nii["lateral"], REF,
+                             _flags(frontal={"sid": sid, "sdd": sdd},
+                                    lateral={"sid": sid, "sdd": sdd}))
+  assert str(nii["frontal"]) in str(e.value) and "isocentre" in str(e.value)
+  # With the sides given, the affine's pitch is read as the isocentre plane's: the same canonical
+  # views as the PNGs with their true detector pitch.
+  geo = {"sid": sid, "sdd": sdd}
+  n = reconstruct.prepare_pair(nii["frontal"], nii["lateral"], REF,
+                               _flags(frontal={**geo, "side": "ap"}, lateral={**geo, "side": "left"}))
+  assert n.report["frontal"]["values"]["pixel_at"] == "isocentre"
+  assert "isocentre" in n.report["frontal"]["sources"]["pixel_at"]
+  png = {v: files[v][0] for v in files}
+  p = reconstruct.prepare_pair(png["frontal"], png["lateral"], REF,
+                               _flags(frontal={**geo, "pixel_mm": "10", "side": "ap"},
+                                      lateral={**geo, "pixel_mm": "10", "side": "left"}))
+  np.testing.assert_allclose(n.frontal, p.frontal, atol=1e-5)
+  np.testing.assert_allclose(n.lateral, p.lateral, atol=1e-5)
+  # The flag says the same for a PNG: a pitch at the isocentre is magnified onto the detector.
+  q = reconstruct.prepare_pair(png["frontal"], png["lateral"], REF, _flags(
+      frontal={**geo, "pixel_mm": str(10 * sid / sdd), "pixel_at": "isocentre", "side": "ap"},
+      lateral={**geo, "pixel_mm": str(10 * sid / sdd), "pixel_at": "isocentre", "side": "left"}))
+  np.testing.assert_allclose(q.frontal, p.frontal, atol=1e-5)
+
+
+def test_two_images_in_one_plane_name_both_files_and_the_flags_that_place_them(tmp_path):
+  scene = _scene()
+  g = drr.cone_beam("ap", (32, 32), 10.0, isocenter=ISO)
+  pixels = xray_io.to_uint16(_render(scene, g))
+  a = _nifti(tmp_path / "a.nii.gz", pixels, g)
+  b = _nifti(tmp_path / "b.nii.gz", pixels[::-1].copy(), g)
+  with pytest.raises(InputError, match="parallel planes") as e:
+    reconstruct.prepare_pair(a, b, REF)
+  assert str(a) in str(e.value) and str(b) in str(e.value) and "--iso" in str(e.value)
+
+
+def test_values_taken_from_defaults_are_named_on_screen(tmp_path):
+  scene = _scene()
+  files = {}
+  for view, theta in (("frontal", "ap"), ("lateral", "lateral")):
+    g = drr.cone_beam(theta, (32, 32), 10.0, isocenter=ISO)
+    files[view] = _png(tmp_path / f"{view}.png", xray_io.to_uint16(_render(scene, g)))
+  p = reconstruct.prepare_pair(files["frontal"], files["lateral"], REF)
+  lines = reconstruct.defaulted_lines(p.report)
+  assert len(lines) == 3, lines  # one per view, and the isocentre
+  for view in ("frontal", "lateral"):
+    line = next(l for l in lines if l.startswith(str(files[view])))
+    for field in ("beam cone", "sid 750", "sdd 1000", "pixel_mm", "side", "orientation"):
+      assert field in line, (field, line)
+  full = reconstruct.prepare_pair(files["frontal"], files["lateral"], REF, _flags(
+      frontal={"beam": "cone", "sid": 750.0, "sdd": 1000.0, "pixel_mm": "10", "side": "ap",
+               "orientation": "L,F", "center": "15.5,15.5", "pixel_at": "detector"},
+      lateral={"beam": "cone", "sid": 750.0, "sdd": 1000.0, "pixel_mm": "10", "side": "left",
+               "orientation": "A,F", "center": "15.5,15.5", "pixel_at": "detector"}), iso=ISO)
+  assert reconstruct.defaulted_lines(full.report) == []
