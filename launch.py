@@ -5,9 +5,8 @@ Problems the user can fix (a typo in a field, a missing data folder, an unwritab
 run with one line naming the field or path and the fix.
 """
 
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from cvaa_jax import cli, errors, run as run_lib
@@ -62,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  cli.run_app(main, __name__, flags_parser=_parse_flags)

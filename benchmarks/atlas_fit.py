@@ -47,7 +47,7 @@ def main():
     t = time.perf_counter()
     register.fit_atlas(a, target, cfg, shape_to)
     times.append(time.perf_counter() - t)
-  print(f"| grid | starts | steps (coarse/fine/deform) | first fit incl. compile | fit per atlas |")
+  print("| grid | starts | steps (coarse/fine/deform) | first fit incl. compile | fit per atlas |")
   print("| --- | --- | --- | --- | --- |")
   print(f"| {size}^3 ({fov / size:g} mm) | {len(cfg.starts_z_mm) * len(cfg.starts_y_mm)} | "
         f"{cfg.coarse_steps}/{cfg.fine_steps}/{cfg.deform_steps} | {first:.1f} s | "

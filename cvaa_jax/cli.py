@@ -148,3 +148,22 @@ def fail(message: str, code: int = 2, hard: bool = False) -> None:
     sys.stderr.flush()
     os._exit(code)  # pylint: disable=protected-access
   sys.exit(code)
+
+
+HELP_FLAGS = ("--help", "-h", "--helpshort", "--helpfull", "-?")
+
+
+def run_app(main, module_name: str, **kwargs) -> None:
+  """absl's app.run, but --help (and -h, --helpshort, --helpfull) prints the command's docstring
+  and its own flags and exits 0: absl exits 1 and, from a console script, lists no flags (it shows
+  the flags of the script's wrapper module, which defines none)."""
+  if any(a in HELP_FLAGS for a in sys.argv[1:]):
+    module = sys.modules[module_name]
+    print((module.__doc__ or "").strip() + "\n")
+    text = flags.FLAGS.module_help(module)
+    print(text if text.strip() else "(no flags)")
+    if "--helpfull" in sys.argv[1:]:
+      print("\n" + flags.FLAGS.get_help())
+    sys.exit(0)
+  from absl import app  # pylint: disable=g-import-not-at-top
+  app.run(main, **kwargs)

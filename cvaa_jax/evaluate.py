@@ -15,12 +15,11 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from cvaa_jax import cli
 from cvaa_jax import config as config_lib
@@ -138,6 +137,11 @@ def main(argv):
     cli.fail(str(e))
 
 
-if __name__ == "__main__":
+def cli_main() -> None:
+  """Console entry point (pyproject [project.scripts]); same as `python -m cvaa_jax.evaluate`."""
   define_flags()
-  app.run(main)
+  cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -18,7 +18,7 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from cvaa_jax import cli, xray_io
 from cvaa_jax.data import io, transforms
@@ -188,6 +188,11 @@ def main(argv):
   sys.exit(1 if bad else 0)
 
 
-if __name__ == "__main__":
+def cli_main() -> None:
+  """Console entry point (pyproject [project.scripts]); same as `python -m cvaa_jax.inspect`."""
   define_flags()
-  app.run(main)
+  cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from cvaa_jax import cli, drr, xray_io
 from cvaa_jax.data import io, transforms
@@ -128,6 +127,11 @@ def main(argv):
     cli.fail(str(e))
 
 
-if __name__ == "__main__":
+def cli_main() -> None:
+  """Console entry point (pyproject [project.scripts]); same as `python -m cvaa_jax.make_example`."""
   define_flags()
-  app.run(main)
+  cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  cli_main()

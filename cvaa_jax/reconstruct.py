@@ -25,14 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import sys
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from cvaa_jax import acquisition, cli, viz, xray_io
 from cvaa_jax import config as config_lib
@@ -484,6 +483,11 @@ def main(argv):
     cli.fail(str(e))
 
 
-if __name__ == "__main__":
+def cli_main() -> None:
+  """Console entry point (pyproject [project.scripts]); same as `python -m cvaa_jax.reconstruct`."""
   define_flags()
-  app.run(main)
+  cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  cli_main()

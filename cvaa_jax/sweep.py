@@ -32,7 +32,7 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from cvaa_jax import cli
 from cvaa_jax import config as config_lib
@@ -296,6 +296,11 @@ def main(argv):
     cli.fail(str(e), code=1)
 
 
-if __name__ == "__main__":
+def cli_main() -> None:
+  """Console entry point (pyproject [project.scripts]); same as `python -m cvaa_jax.sweep`."""
   define_flags()
-  app.run(main)
+  cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  cli_main()

@@ -192,3 +192,21 @@ def test_compilation_cache_defaults_cache_every_program(monkeypatch, tmp_path):
   finally:
     for k, v in saved.items():
       jax.config.update(k, v)
+
+
+def test_console_entry_points_print_their_flags_and_exit_0():
+  """pyproject's [project.scripts] and `python -m`: --help shows the command's own flags, exit 0."""
+  import tomllib  # pylint: disable=g-import-not-at-top
+  scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+  assert {"cvaa-reconstruct", "cvaa-inspect", "cvaa-evaluate", "cvaa-sweep", "cvaa-make-example",
+          "cvaa-build-atlases"} <= set(scripts)
+  code = ("import sys, importlib; m, f = sys.argv[1].split(':'); sys.argv = [m, '--help']; "
+          "getattr(importlib.import_module(m), f)()")
+  for name, target in scripts.items():
+    r = subprocess.run([sys.executable, "-c", code, target], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, (name, r.stderr[-1000:])
+    assert r.stdout.count("--") >= 3, (name, r.stdout)  # its own flags listed
+  r = subprocess.run([sys.executable, "launch.py", "--helpfull"], cwd=ROOT, capture_output=True,
+                     text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+  assert r.returncode == 0 and "--config" in r.stdout, r.stderr[-1000:]

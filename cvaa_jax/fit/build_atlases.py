@@ -14,7 +14,7 @@ from __future__ import annotations
 import pathlib
 import time
 
-from absl import app, flags
+from absl import flags
 
 from cvaa_jax import cli
 from cvaa_jax.data import io
@@ -55,9 +55,18 @@ def main(argv):
     cli.fail(str(e))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
   flags.DEFINE_string("ct_dir", None, "Folder of CTs (NIfTI files or DICOM series folders).")
   flags.DEFINE_string("out", None, "Folder to write the atlases to.")
   flags.DEFINE_string("names", None, "Comma-separated case names to keep (default: all).")
   flags.DEFINE_float("spacing_mm", 4.0, "Atlas voxel size, mm.")
-  app.run(main)
+
+
+def cli_main() -> None:
+  """Console entry point cvaa-build-atlases; same as `python -m cvaa_jax.fit.build_atlases`."""
+  define_flags()
+  cli.run_app(main, __name__)
+
+
+if __name__ == "__main__":
+  cli_main()

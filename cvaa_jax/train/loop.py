@@ -26,7 +26,6 @@ from cvaa_jax.data import augment, dataset, pipeline
 from cvaa_jax.errors import ConfigError, CvaaError
 from cvaa_jax.eval import metrics as metrics_lib
 from cvaa_jax.eval import report
-from cvaa_jax.models import projection
 from cvaa_jax.train import checkpoint as ckpt_lib
 from cvaa_jax.train import step as step_lib
 
@@ -76,7 +75,7 @@ def build(config: ml_collections.ConfigDict, total_steps: int, abstract: bool = 
       opposite_side_share=config.drr.opposite_side_share,
       accum_steps=accum_steps(config))
   init = lambda g, d: step_lib.init_state(scfg, g, d, config.seed)
-  args = (g_params.to_pure_dict(), d_params.to_pure_dict())
+  args = (nnx.to_pure_dict(g_params), nnx.to_pure_dict(d_params))
   # One program for the optimiser states and the EMA copy (eagerly they were ~80 small programs,
   # each loaded from the compilation cache on a warm start).
   state = jax.eval_shape(init, *args) if abstract else jax.jit(init)(*args)
