@@ -111,7 +111,7 @@ def view_flags(view: str) -> dict[str, Any]:
 
 def defaulted_lines(report: dict) -> list[str]:
   """One line per view naming the geometry values taken from defaults (not the file, not a flag),
-  and one for a default isocentre."""
+  and one for a default isocentre; printed right after the line naming the method and model."""
   lines = []
   for v in VIEWS:
     r = report[v]
@@ -449,9 +449,6 @@ def main(argv):
                        "--workdir=<a trained run>.")
     ref = acquisition.Reference.from_config(config_lib.load_run_config(model_dir))
     prepared = [prepare_pair(fr, la, ref, by_view, iso, FLAGS.domain) for fr, la, _ in jobs]
-    for p in prepared:  # what neither the file nor a flag said, on screen (not only in the report)
-      for line in defaulted_lines(p.report):
-        print(line)
     t_start = time.perf_counter()
     fitter = AtlasFitter(FLAGS.atlases, FLAGS.atlas_k, tuple(FLAGS.exclude_atlases)) \
         if FLAGS.method != "gan" else None
@@ -459,6 +456,9 @@ def main(argv):
     print(f"method: {FLAGS.method}{' + refine' if FLAGS.refine else ''}"
           + (f"; model: {rec.model}" if rec else "")
           + (f"; {len(fitter.atlases)} atlases from {fitter.folder}" if fitter else ""))
+    for p in prepared:  # what neither the file nor a flag said, on screen (not only in the report)
+      for line in defaulted_lines(p.report):
+        print(line)
     results = []
     for (fr, la, out), p in zip(jobs, prepared):
       r = reconstruct_pair(rec, fr, la, out, FLAGS.domain, FLAGS.png, prepared=p,

@@ -63,6 +63,8 @@ def _dicom_meta(ds, path) -> dict:
         raise InputError(f"{path}: DICOM {keyword} {tag} is {vals}; it must be two positive pitches "
                          "(row, column) in mm: fix the header or give --<view>_pixel_mm.")
       meta["pixel_mm"] = (tuple(vals), f"tag {keyword} {tag}")
+      if keyword == "ImagerPixelSpacing":  # defined at the detector's front face
+        meta["pixel_at"] = ("detector", f"tag {keyword} {tag} (the detector's pitch)")
       break
   if "ViewPosition" in ds and str(ds.ViewPosition).strip():
     vp = str(ds.ViewPosition).strip().upper()
