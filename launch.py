@@ -51,7 +51,7 @@ def main(argv):
     except errors.CvaaError as e:
       _fail(str(e))
     print(config)
-    print("# meanings and defaults: cvaa_jax/config.py (base_config); README 'Configs'")
+    print("# meanings and defaults: cvaa_jax/config.py (base_config); docs/configs.md")
     return
   try:
     summary = run_lib.run(config, _WORKDIR.value)

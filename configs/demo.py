@@ -4,7 +4,7 @@
 
 48 phantom patients at 32^3 with 8 mm voxels (the paper's 256 mm field of view at a quarter of its
 resolution), cone-beam DRRs rendered in the step, a slimmer CVAA-GAN. Finishes in under 10 minutes
-on 2 CPU cores; the README states what it reaches against the mean-volume baseline.
+on 2 CPU cores; docs/training.md states what it reaches against the mean-volume baseline.
 """
 
 from cvaa_jax.config import base_config
