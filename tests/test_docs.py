@@ -31,3 +31,18 @@ def test_every_docs_page_is_linked_from_the_readme_and_it_is_short():
   missing = [p.name for p in (ROOT / "docs").glob("*.md") if f"docs/{p.name}" not in linked]
   assert not missing, missing
   assert len(readme.splitlines()) <= 220
+
+
+def test_the_config_field_table_matches_the_schema():
+  """docs/configs.md lists every field of config.base_config and no field it lacks (so the table
+  cannot drift from the schema)."""
+  import fnmatch  # pylint: disable=g-import-not-at-top
+  from cvaa_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  fields = [k for k, _ in config_lib._walk(config_lib.base_config())]  # pylint: disable=protected-access
+  documented = []
+  for line in (ROOT / "docs" / "configs.md").read_text().splitlines():
+    if line.startswith("| `") and not line.startswith("| `configs/"):
+      documented += re.findall(r"`([a-z0-9_.*]+)`", line.split("|")[1])
+  undocumented = [f for f in fields if not any(fnmatch.fnmatch(f, d) for d in documented)]
+  unknown = [d for d in documented if not any(fnmatch.fnmatch(f, d) for f in fields)]
+  assert not undocumented and not unknown, (undocumented, unknown)
