@@ -36,9 +36,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cvaa_jax import drr, viz  # noqa: E402
-from cvaa_jax.data import dataset, io, transforms  # noqa: E402
+from cvaa_jax.data import dataset, io  # noqa: E402
 from cvaa_jax.data.volume import Volume  # noqa: E402
-from cvaa_jax.eval import bone, metrics  # noqa: E402
+from cvaa_jax.eval import bone, metrics, native  # noqa: E402
 from cvaa_jax.fit import atlas as atlas_lib, fuse, hybrid, refine, register  # noqa: E402
 
 SHIPPABLE = ("abdomen_totalseg", "chest_lidc", "chest_rtplan", "crlm_ct_1004", "crlm_ct_1006",
@@ -78,25 +78,11 @@ def grid_scores(pred, gt, spacing):
 
 
 def native_scores(pred, affine, orig):
-  """The prediction on the original scan's voxels inside the field of view, against them."""
+  """The prediction on the original scan's voxels inside the field of view (eval/native.py)."""
   hist = ({"op": "scale_intensity_range", "a_min": HU_MIN, "a_max": HU_MAX, "b_min": 0.0,
            "b_max": 1.0, "clip": True},)
-  model_vol = Volume(pred, affine, history=hist)
-  s = pred.shape[0]
-  corners = np.array([[i, j, k] for i in (-0.5, s - 0.5) for j in (-0.5, s - 0.5)
-                      for k in (-0.5, s - 0.5)])
-  idx = orig.world_to_voxel(model_vol.voxel_to_world(corners))
-  lo = np.clip(np.floor(idx.min(0)).astype(int) + 1, 0, np.asarray(orig.shape))
-  hi = np.clip(np.ceil(idx.max(0)).astype(int), 0, np.asarray(orig.shape))
-  box = tuple(slice(a, b) for a, b in zip(lo, hi))
-  shift = np.eye(4)
-  shift[:3, 3] = lo
-  pred_hu = np.clip(transforms.invert(model_vol, tuple(hi - lo), orig.affine @ shift).array,
-                    HU_MIN, HU_MAX)
-  gt_hu = np.clip(np.asarray(orig.array[box], np.float32), HU_MIN, HU_MAX)
-  mse = float(np.mean(((pred_hu - gt_hu) / SPAN) ** 2))
-  return {"psnr": float(10 * np.log10(1.0 / mse)), "mae_hu": float(np.abs(pred_hu - gt_hu).mean()),
-          "dice": bone.dice(pred_hu > BONE_HU, gt_hu > BONE_HU)}
+  return native.native_scores(Volume(pred, affine, history=hist), orig, HU_MIN, HU_MAX, BONE_HU,
+                              with_hd95=False)
 
 
 def to_unit(hu):

@@ -39,9 +39,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cvaa_jax import run as run_lib, viz  # noqa: E402
-from cvaa_jax.data import dataset, io, transforms  # noqa: E402
+from cvaa_jax.data import dataset, io  # noqa: E402
 from cvaa_jax.data.volume import Volume  # noqa: E402
-from cvaa_jax.eval import bone, metrics  # noqa: E402
+from cvaa_jax.eval import bone, metrics, native  # noqa: E402
 
 BONE_HU = 250.0
 
@@ -120,33 +120,10 @@ def grid_scores(pred, gt, spacing, hu_range, hu_min):
 
 
 def native_scores(pred, case, ct_path, hu_min, hu_max):
-  """Scores in the patient's own frame: the original scan's voxels inside the field of view."""
+  """Scores in the patient's own frame (eval/native.py)."""
   meta = json.loads(case.path.with_suffix(".json").read_text())
   model_vol = Volume(pred, case.affine, history=tuple(meta["history"]))
-  orig = io.load_ct(ct_path)
-  # The original voxels whose centres fall inside the model's field of view: a box in index space.
-  s = pred.shape[0]
-  corners = np.array([[i, j, k] for i in (-0.5, s - 0.5) for j in (-0.5, s - 0.5)
-                      for k in (-0.5, s - 0.5)])
-  idx = orig.world_to_voxel(model_vol.voxel_to_world(corners))
-  lo = np.clip(np.floor(idx.min(0)).astype(int) + 1, 0, np.asarray(orig.shape))
-  hi = np.clip(np.ceil(idx.max(0)).astype(int), 0, np.asarray(orig.shape))
-  box = tuple(slice(a, b) for a, b in zip(lo, hi))
-  shift = np.eye(4)
-  shift[:3, 3] = lo
-  affine = orig.affine @ shift
-  shape = tuple(hi - lo)
-  pred_hu = transforms.invert(model_vol, shape, affine).array
-  # Voxels of the box outside the (possibly rotated) field of view: where the inverted grid reads
-  # its fill value; the body-centred crop is axis-aligned, so the box is the field of view here.
-  gt_hu = np.clip(np.asarray(orig.array[box], np.float32), hu_min, hu_max)
-  pred_hu = np.clip(pred_hu, hu_min, hu_max)
-  span = hu_max - hu_min
-  mse = float(np.mean(((pred_hu - gt_hu) / span) ** 2))
-  sp = tuple(float(v) for v in orig.spacing)
-  mp, mt = pred_hu > BONE_HU, gt_hu > BONE_HU
-  return {"psnr": float(10 * np.log10(1.0 / mse)), "mae_hu": float(np.abs(pred_hu - gt_hu).mean()),
-          "dice": bone.dice(mp, mt), "hd95_mm": bone.hd95(mp, mt, sp)}
+  return native.native_scores(model_vol, io.load_ct(ct_path), hu_min, hu_max, BONE_HU)
 
 
 def fmt(values):

@@ -55,3 +55,22 @@ def tiny_workdir(tmp_path_factory):
   ckpt.wait()
   ckpt.close()
   return work
+
+
+def assert_same_checkpoint(ref, work, which: str = "checkpoints", step: int | None = None) -> None:
+  """The newest checkpoints under `ref/which` and `work/which` are the same step (`step` if given)
+  with bit-identical train states: what every resume test asks."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  found = []
+  for w in (ref, work):
+    mgr = ocp.CheckpointManager(pathlib.Path(w).absolute() / which)
+    s = mgr.latest_step()
+    state = mgr.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    mgr.close()
+    found.append((s, jax.tree.leaves(state)))
+  (s1, a), (s2, b) = found
+  assert s1 == s2 and (step is None or s1 == step), (which, s1, s2, step)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)

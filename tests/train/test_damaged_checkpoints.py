@@ -3,17 +3,13 @@ file, a missing folder) is set aside and the run resumes from the newest intact 
 to an undamaged run; readers (evaluate / reconstruct) skip it with a warning."""
 
 import json
-import pathlib
 import shutil
 import subprocess
 import sys
 
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, TEST_XLA_FLAGS
+from tests.conftest import ROOT, TEST_XLA_FLAGS, assert_same_checkpoint
 
 
 def _config(steps):
@@ -22,14 +18,6 @@ def _config(steps):
   c.train.num_steps, c.train.checkpoint_every, c.train.eval_every = steps, 2, 100
   c.train.keep_checkpoints = 3
   return c
-
-
-def _params(work):
-  mgr = ocp.CheckpointManager(pathlib.Path(work).absolute() / "checkpoints")
-  step = mgr.latest_step()
-  state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
-  mgr.close()
-  return step, jax.tree.leaves(state)
 
 
 def _truncate_largest(d):
@@ -68,10 +56,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_identicall
   DAMAGE[kind](work / "checkpoints" / "4")
   run_lib.run(_config(6), str(work))
   assert (work / "damaged" / "checkpoints-4").is_dir()  # moved, not deleted
-  (s1, a), (s2, b) = _params(runs / "ref"), _params(work)
-  assert s1 == s2 == 6
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
+  assert_same_checkpoint(runs / "ref", work, step=6)
 
 
 def test_the_restart_prints_one_warning_line_and_readers_skip_the_damage(runs, tmp_path):

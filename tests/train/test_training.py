@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -11,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, TEST_XLA_FLAGS
+from tests.conftest import ROOT, TEST_XLA_FLAGS, assert_same_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +52,6 @@ def _launch(work, cache, steps, extra=(), **env):
                         timeout=900)
 
 
-def _params(work, which="checkpoints"):
-  mgr = ocp.CheckpointManager(pathlib.Path(work).absolute() / which)
-  step = mgr.latest_step()
-  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return step, restored.state
-
-
 def test_killed_runs_resume_to_identical_parameters(tmp_path, compile_cache):
   """Validation every 3 steps, checkpoints every 4, four kills in one run: while best/ is written
   before any checkpoint exists, during validation (a checkpoint write possibly in flight), while the
@@ -88,10 +80,7 @@ def test_killed_runs_resume_to_identical_parameters(tmp_path, compile_cache):
   assert "config recovered from checkpoint" in resumed.stdout + resumed.stderr
   assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == steps
   for which in ("checkpoints", "best"):
-    (s1, a), (s2, b) = _params(tmp_path / "ref", which), _params(run, which)
-    assert s1 == s2, which
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-      np.testing.assert_array_equal(x, y)
+    assert_same_checkpoint(tmp_path / "ref", run, which)
   assert (run / "eval" / "test_summary.md").exists()
   lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
   ref_lines = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
