@@ -17,7 +17,7 @@ run resumes from its workdir, so it can be continued across sessions (raise
 --config.train.num_steps to train longer; the compiled step is reused). This preset trained on all
 8 shared patients is the shipped model (cvaa_jax/pretrained/real64/README.md); held out in turn,
 every one of them is reconstructed better than by the mean volume in PSNR and bone Dice
-(benchmarks/RESULTS.md, "The 64^3 preset, leave-one-out"). Variant `cpu32` is the same recipe at
+(benchmarks/RESULTS.md, "The shipped network on real anatomy"). Variant `cpu32` is the same recipe at
 32^3 x 8 mm (half an hour on 2 cores; the model shipped until 2026-12-06), which missed the mean
 volume's grid bone Dice on one of the 8.
 """

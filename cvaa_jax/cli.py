@@ -111,7 +111,7 @@ def setup_logging(info: bool = True) -> None:
 
 def enable_compilation_cache() -> str | None:
   """Turns on JAX's persistent compilation cache, so a second launch, evaluate or reconstruct of
-  the same program loads it instead of compiling (benchmarks/RESULTS.md: warm start).
+  the same program loads it instead of compiling (benchmarks/RESULTS.md: start-up time).
 
   Where: $JAX_COMPILATION_CACHE_DIR if set, else $CVAA_JAX_CACHE, else the user's cache folder
   (~/.cache/cvaa_jax/xla, or $XDG_CACHE_HOME/cvaa_jax/xla); CVAA_JAX_CACHE=off disables it. An

@@ -13,14 +13,27 @@ def _pages():
           ROOT / "benchmarks" / "RESULTS.md"]
 
 
+def _anchors(page):
+  """The heading anchors a Markdown renderer gives `page` (GitHub's rule: lower case, punctuation
+  dropped, spaces to hyphens)."""
+  anchors = set()
+  for line in page.read_text().splitlines():
+    if line.startswith("#"):
+      title = line.lstrip("#").strip().lower()
+      anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+  return anchors
+
+
 def test_every_relative_link_resolves():
+  """Files and, where a link names one, the heading anchor within them."""
   broken = []
   for page in _pages():
     for target in LINK.findall(page.read_text()):
-      if re.match(r"^[a-z]+://|^mailto:|^#", target):
+      if re.match(r"^[a-z]+://|^mailto:", target):
         continue
-      path = target.split("#")[0].split(" ")[0]
-      if not (page.parent / path).exists():
+      path, _, anchor = target.split(" ")[0].partition("#")
+      file = page.parent / path if path else page
+      if not file.exists() or (anchor and file.suffix == ".md" and anchor not in _anchors(file)):
         broken.append(f"{page.relative_to(ROOT)} -> {target}")
   assert not broken, broken
 

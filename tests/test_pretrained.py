@@ -35,7 +35,7 @@ def test_export_load_reconstructs_as_the_run(tiny_workdir, exported):
 def test_loading_runs_no_initialiser(tiny_workdir, exported, monkeypatch):
   """A model folder and a checkpoint supply every value: loading builds the state from shapes only,
   so `reconstruct` and `evaluate` neither compile nor load the initialiser programs (they were
-  0.5 s of a warm start and ~80 small programs; benchmarks/RESULTS.md, "Warm start")."""
+  0.5 s of a warm start and ~80 small programs; benchmarks/RESULTS.md, "Start-up time")."""
   from cvaa_jax import config as config_lib, models
   from cvaa_jax.train import loop
 
