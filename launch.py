@@ -14,7 +14,8 @@ from cvaa_jax import cli, errors, run as run_lib
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py, "
                                           "optionally file.py:variant).", lock_config=True)
 _CONFIG_HELP = flags.DEFINE_bool("config_help", False, "Print the resolved config (every field, "
-                                 "overrides applied, validated) and exit.")
+                                 "overrides applied, validated) and exit; without --config, "
+                                 "every field at its default.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Folder for the prepared data, "
                                "checkpoints, logs and results.")
 
@@ -37,6 +38,13 @@ def _parse_flags(argv):
 def main(argv):
   del argv
   cli.setup_logging()
+  if _CONFIG.value is None and _CONFIG_HELP.value:
+    from cvaa_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    print(config_lib.base_config())
+    print("# every field at its schema default (cvaa_jax/config.py: base_config; meanings in "
+          "docs/configs.md).\n# With --config=FILE[:variant] and --config.a.b=value overrides, "
+          "--config_help prints that file's resolved config instead.")
+    return
   if _CONFIG.value is None:
     _fail("--config is required, e.g. --config=configs/demo.py")
   try:

@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -101,6 +102,9 @@ def test_config_help_prints_the_resolved_config_and_runs_nothing(tmp_path):
   bad = _launch("--config=configs/real64.py:cpu32", f"--config.data.ct_dir={tmp_path}",
                 "--config.augment.rotate_deg=90.0", "--config_help")
   assert bad.returncode == 2 and "rotate_deg" in bad.stderr
+  schema = _launch("--config_help")  # no file: the schema's fields at their defaults
+  assert schema.returncode == 0, schema.stderr[-2000:]
+  assert "num_steps:" in schema.stdout and "microbatch:" in schema.stdout
 
 
 def test_launch_unwritable_workdir(tmp_path):
@@ -203,7 +207,14 @@ def test_console_entry_points_print_their_flags_and_exit_0():
   code = ("import sys, importlib; m, f = sys.argv[1].split(':'); sys.argv = [m, '--help']; "
           "getattr(importlib.import_module(m), f)()")
   for name, target in scripts.items():
-    r = subprocess.run([sys.executable, "-c", code, target], cwd=ROOT, capture_output=True,
+    # The installed command where `pip install -e .` put it on the PATH (CI, the README's set-up),
+    # else its entry function.
+    installed = shutil.which(name)
+    if installed and pathlib.Path(installed).parent == pathlib.Path(sys.executable).parent:
+      command = [installed, "--help"]
+    else:
+      command = [sys.executable, "-c", code, target]
+    r = subprocess.run(command, cwd=ROOT, capture_output=True,
                        text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, (name, r.stderr[-1000:])
     assert r.stdout.count("--") >= 3, (name, r.stdout)  # its own flags listed
