@@ -59,3 +59,19 @@ def test_the_config_field_table_matches_the_schema():
   undocumented = [f for f in fields if not any(fnmatch.fnmatch(f, d) for d in documented)]
   unknown = [d for d in documented if not any(fnmatch.fnmatch(f, d) for f in fields)]
   assert not undocumented and not unknown, (undocumented, unknown)
+
+
+def test_the_python_snippets_in_the_docs_run():
+  """Every ```python block of the README and docs/ runs as written, given `volume` (a NIfTI image)
+  and `volume_hu` (its voxels): the bundled CT."""
+  import nibabel as nib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from cvaa_jax.make_example import BUNDLED_CT  # pylint: disable=g-import-not-at-top
+  volume = nib.load(BUNDLED_CT)
+  blocks = []
+  for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    blocks += [(page.name, b) for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+  assert blocks
+  for name, code in blocks:
+    namespace = {"volume": volume, "volume_hu": np.asarray(volume.dataobj, np.float32)}
+    exec(compile(code, name, "exec"), namespace)  # pylint: disable=exec-used
