@@ -15,6 +15,8 @@ import traceback
 
 from absl import flags, logging
 
+from cvaa_jax.train import abandoned
+
 _LIBRARIES = ("orbax", "grain", "jax/_src", "jax\\_src", "jaxlib", "etils", "asyncio")
 
 
@@ -99,6 +101,7 @@ def setup_logging(info: bool = True) -> None:
   std_logging.getLogger("nibabel.global").setLevel(std_logging.ERROR)
   if not isinstance(sys.stderr, QuietAbandonedWrites):
     sys.stderr = QuietAbandonedWrites(sys.stderr)
+  abandoned.quiet_abandoned_orbax_tasks()
   handler = logging.get_absl_handler()
   handler.python_handler.stream = sys.stdout
   verbose = "verbosity" in flags.FLAGS and flags.FLAGS["verbosity"].present

@@ -25,6 +25,24 @@ SHARED_CT = ROOT.parent / "shared" / "data" / "ct"
 BUNDLED_CT = ROOT / "cvaa_jax" / "data" / "assets" / "abdomen_totalseg.nii.gz"
 
 
+# The modules whose tests take 40-170 s each (train a run in subprocesses, kill and resume it),
+# heaviest first. pytest-xdist hands tests to its workers in collection order, and these sort last
+# alphabetically (tests/train/), so they used to start when the other worker had little left:
+# starting them first packs the two workers evenly (longest first) without dropping a test.
+HEAVY_MODULES = ("train/test_multiprocess.py", "train/test_training.py",
+                 "train/test_damaged_checkpoints.py", "test_notebooks.py",
+                 "train/test_full_disk.py", "test_pretrained.py", "train/test_sweep.py",
+                 "train/test_microbatch.py")
+assert all((ROOT / "tests" / m).is_file() for m in HEAVY_MODULES), "HEAVY_MODULES names a lost file"
+
+
+def pytest_collection_modifyitems(items):
+  def rank(item):
+    path = item.path.relative_to(ROOT / "tests").as_posix()
+    return HEAVY_MODULES.index(path) if path in HEAVY_MODULES else len(HEAVY_MODULES)
+  items.sort(key=rank)  # stable: each module's tests stay together and in order
+
+
 @pytest.fixture(scope="session")
 def shared_ct() -> pathlib.Path:
   if not SHARED_CT.is_dir():

@@ -27,6 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cvaa_jax.errors import CvaaError
+from cvaa_jax.train.abandoned import quiet_abandoned_orbax_tasks
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
@@ -154,6 +155,7 @@ class Checkpointer:
     """(state, step) of the newest checkpoint that restores, and the damaged ones set aside
     [(step, problem, where it went)]; (None, None, ...) when none is left (a fresh start)."""
     set_aside = []
+    quiet_abandoned_orbax_tasks()  # a damaged checkpoint's restore leaves reads behind
     for step in sorted(self.latest.all_steps(), reverse=True):
       step_dir = pathlib.Path(self.latest.directory) / str(step)
       problem = damage(step_dir, ("state", "data"))

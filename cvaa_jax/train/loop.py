@@ -444,6 +444,7 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str | path
                     "train first (python launch.py --config=... --workdir=...).")
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   skipped, restored = [], None
+  ckpt_lib.quiet_abandoned_orbax_tasks()  # a damaged checkpoint's restore leaves reads behind
   for mgr, step in candidates:
     step_dir = pathlib.Path(mgr.directory) / str(step)
     problem = ckpt_lib.damage(step_dir, ("state",))
