@@ -124,29 +124,41 @@ class _Records(list):
     self.append(record)
 
 
-def abandoned_reads_check(folder: pathlib.Path) -> dict:
-  """In a fresh process (`python -c`): what a failed restore reports without and with the
-  filters, through both channels (sys.unraisablehook and the asyncio logger). A fresh process,
-  because how and when Orbax's abandoned reads report depends on what the process did before."""
+def abandoned_reads_check(folder: pathlib.Path, tries: int = 6) -> dict:
+  """In a fresh process (`python -c`): what failed restores report without and with the filters,
+  through both channels (sys.unraisablehook and the asyncio logger). Whether a failed restore
+  leaves reads behind depends on timing (on a loaded machine all may finish first), so each
+  phase repeats the restore until some did, at most `tries` times."""
   import logging  # pylint: disable=g-import-not-at-top
   from cvaa_jax.train import abandoned  # pylint: disable=g-import-not-at-top
   reports, records = [], _Records()
   sys.unraisablehook = reports.append
   logging.getLogger("asyncio").addHandler(records)
-  _failed_orbax_restore(folder / "control")
-  _collect_for(reports, seconds=10, also=records)
+  for k in range(tries):
+    _failed_orbax_restore(folder / f"control{k}")
+    _collect_for(reports, seconds=3, also=records)
+    if reports or records:
+      break
   control = ([abandoned.is_abandoned_orbax_task(r) for r in reports] +
              [abandoned.is_abandoned_orbax_log(r) for r in records])
   reports.clear()
   records.clear()
+  # With the filters: count what they drop, so a run in which nothing was left behind shows.
+  dropped, task, log = [], abandoned.is_abandoned_orbax_task, abandoned.is_abandoned_orbax_log
+  abandoned.is_abandoned_orbax_task = lambda u: task(u) and not dropped.append(u)
+  abandoned.is_abandoned_orbax_log = lambda r: log(r) and not dropped.append(r)
   abandoned.quiet_abandoned_orbax_tasks()
-  _failed_orbax_restore(folder / "quiet")
-  _collect_for([], seconds=2)  # many times as long as the control needed
+  for k in range(tries):
+    _failed_orbax_restore(folder / f"quiet{k}")
+    _collect_for(dropped, seconds=3)
+    if dropped:
+      _collect_for([], seconds=1)  # and whatever follows
+      break
   quiet = [str(r.exc_value)[:200] for r in reports] + [r.getMessage()[:200] for r in records]
   before = len(reports), len(records)
   sys.unraisablehook(types.SimpleNamespace(object=None, exc_value=ValueError("other")))
   logging.getLogger("asyncio").error("other")
-  return {"control": control, "quiet": quiet,
+  return {"control": control, "dropped": len(dropped), "quiet": quiet,
           "others_pass": [len(reports) - before[0], len(records) - before[1]]}
 
 
@@ -160,5 +172,7 @@ def test_a_failed_restore_puts_nothing_more_on_screen(tmp_path):
                      text=True, timeout=300, env=dict(__import__("os").environ, PYTHONPATH=str(ROOT)))
   assert r.returncode == 0, r.stderr[-2000:]
   out = json.loads(r.stdout.strip().splitlines()[-1])
-  assert out["control"] and all(out["control"]), out  # the real reports, each recognised
-  assert not out["quiet"] and out["others_pass"] == [1, 1], out
+  assert not out["quiet"] and out["others_pass"] == [1, 1], out  # nothing leaks; others pass
+  if not out["control"] or not out["dropped"]:
+    pytest.skip(f"no failed restore left reads behind in 6 tries (a loaded machine): {out}")
+  assert all(out["control"]), out  # the real reports, each recognised
