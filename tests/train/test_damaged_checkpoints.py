@@ -168,9 +168,9 @@ def abandoned_reads_check(folder: pathlib.Path, tries: int = 6) -> dict:
 
 
 def test_a_failed_restore_puts_nothing_more_on_screen(tmp_path):
-  """Orbax abandons a failed restore's other reads, and each reports itself through
-  sys.unraisablehook whenever it is freed (a traceback each, in whatever output comes next). The
-  filter every command line installs drops exactly those reports, and passes any other on."""
+  """Orbax abandons a failed restore's other reads, and each reports itself whenever it is freed,
+  through sys.unraisablehook or the asyncio logger (a traceback each, in whatever output comes
+  next). The filters every command line installs drop exactly those reports, and pass others on."""
   code = ("import json, pathlib, sys; from tests.train import test_damaged_checkpoints as t; "
           "print(json.dumps(t.abandoned_reads_check(pathlib.Path(sys.argv[1]))))")
   r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True,
